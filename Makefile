@@ -1,0 +1,31 @@
+# Two commands for a new user (see README): `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+# torch is installed first and pinned: the CPU wheel 2.13.0 lies on this machine's disk, while an
+# unpinned torch (or a range admitting a newer release) pulls a multi-GB CUDA build.
+# DS_BUILD_OPS=0: DeepSpeed compiles its C++ ops lazily instead of at install time.
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet torch==2.13.0
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -e '.[all,dev]'
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/ghpo tiny build
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -m "not gpu"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Subcommands of the `ghpo` CLI, one module each (see ghpo.cli)."""

@@ -1,0 +1,47 @@
+"""`ghpo serve <service>`: run one ghpo service under uvicorn.
+
+Every service package exposes `settings.Settings` (read from GHPO_<SERVICE>_* environment variables)
+and `app.create_app(settings)`. Command-line flags override the environment for host and port only;
+everything else is configured through the environment, as in the compose file and Kubernetes manifests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SERVICES = ("verifier", "broker")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run one service (" + ", ".join(SERVICES) + ")")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--host", help="bind address (default: GHPO_<SERVICE>_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: GHPO_<SERVICE>_PORT)")
+    p.set_defaults(func=run)
+
+
+def load_settings(service: str, **overrides):
+    """Build the service's Settings from the environment plus overrides; errors name the key."""
+    from pydantic import ValidationError
+
+    from ghpo.cli import CliError
+
+    settings_cls = importlib.import_module(f"ghpo.services.{service}.settings").Settings
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    try:
+        return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise CliError(f"invalid {service} settings: {problems}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = load_settings(args.service, host=args.host, port=args.port)
+    app = importlib.import_module(f"ghpo.services.{args.service}.app").create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return 0

@@ -1,0 +1,1 @@
+"""ghpo.services: the HTTP services (verifier, guidance broker, inference, rollout)."""

@@ -1,0 +1,20 @@
+"""Shared pytest wiring: real uvicorn servers and a real Redis server as fixtures, GPU skip."""
+
+import pytest
+
+pytest_plugins = ["tests.support.server", "tests.support.redis"]
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""ghpo.trainer: GHPO core math (ghpo.trainer.core), models and the DeepSpeed trainer."""
