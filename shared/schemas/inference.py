@@ -1,0 +1,157 @@
+"""Wire schemas of the inference service API (`/v1`): generation and versioned weight updates.
+
+Generation: `POST /v1/generate` takes many prompts (chat messages, rendered with the model's chat template
+by the service, or token ids used as-is) and sampling parameters, and returns `n` samples per prompt with
+the sampled token ids, the log-prob of each sampled token under the sampling policy (the "behaviour"
+log-probs), the finish reason and the policy version the sample was produced under.
+
+Weight updates (HTTP path, CPU and multi-host): `begin` announces a version with its tensor specs and the
+SHA-256 of all chunk bytes in order; `chunk`s carry safetensors bytes as the raw request body (metadata in
+`WeightChunkHeader` query parameters), each with its own SHA-256; `commit` makes the version served only
+if every announced tensor arrived and the checksum matches. Versions are monotonic: a version not greater
+than the served one is refused (409). This module is provisional: the inference service may add fields,
+but not loosen bounds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from ghpo.shared.schemas.common import (
+    Id,
+    LogProb,
+    Name,
+    PolicyVersion,
+    Sha256Hex,
+    ShortStr,
+    Text,
+    TokenIds,
+    WireModel,
+)
+from pydantic import Field, model_validator
+
+MAX_PROMPTS_PER_REQUEST = 4096
+MAX_SAMPLES_PER_PROMPT = 256
+MAX_MESSAGES = 64
+MAX_TENSORS = 100_000
+MAX_TENSOR_DIMS = 8
+MAX_WEIGHTS_BYTES = 2**40  # 1 TiB
+
+# A pushed weights version: always >= 1 (0 is the initial policy, never pushed).
+UpdateVersion = Annotated[int, Field(ge=1, le=2**53)]
+FinishReason = Literal["stop", "length", "abort"]
+TensorDtype = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"]
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
+class Prompt(WireModel):
+    """Exactly one of `messages` (chat, templated by the service) or `token_ids` (used verbatim)."""
+
+    id: Id | None = Field(None, description="Caller's id, echoed in the result.")
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
+    token_ids: TokenIds | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Prompt:
+        if (self.messages is None) == (self.token_ids is None):
+            raise ValueError("give exactly one of 'messages' or 'token_ids'")
+        if self.token_ids is not None and not self.token_ids:
+            raise ValueError("token_ids must not be empty")
+        return self
+
+
+class SamplingParams(WireModel):
+    n: int = Field(1, ge=1, le=MAX_SAMPLES_PER_PROMPT, description="Samples per prompt (G).")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, le=1_000_000, description="-1 disables top-k.")
+    max_tokens: int = Field(256, ge=1, le=131_072, description="Most completion tokens per sample.")
+    stop: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=16
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="Same seed, prompts and weights: same samples."
+    )
+
+
+class GenerateRequest(WireModel):
+    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS_PER_REQUEST)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    min_policy_version: PolicyVersion | None = Field(
+        None, description="Refuse (409) if the served weights are older than this version."
+    )
+
+
+class Sample(WireModel):
+    token_ids: TokenIds
+    logprobs: list[LogProb] = Field(max_length=131_072, description="Log-prob of each sampled token.")
+    finish_reason: FinishReason
+    policy_version: PolicyVersion = Field(description="Weights version the sample was generated under.")
+    text: Text | None = Field(None, description="Decoded completion, when the service decodes.")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Sample:
+        if len(self.logprobs) != len(self.token_ids):
+            raise ValueError(f"logprobs has {len(self.logprobs)} entries for {len(self.token_ids)} tokens")
+        return self
+
+
+class PromptResult(WireModel):
+    prompt_id: Id | None = None
+    prompt_token_ids: TokenIds = Field(description="The prompt as the model saw it (after templating).")
+    samples: list[Sample] = Field(max_length=MAX_SAMPLES_PER_PROMPT)
+
+
+class GenerateResponse(WireModel):
+    results: list[PromptResult] = Field(max_length=MAX_PROMPTS_PER_REQUEST, description="In request order.")
+    model: Name
+
+
+class TensorSpec(WireModel):
+    name: Annotated[str, Field(min_length=1, max_length=512)]
+    dtype: TensorDtype
+    shape: list[Annotated[int, Field(ge=0, le=2**40)]] = Field(max_length=MAX_TENSOR_DIMS)
+
+
+class WeightUpdateBegin(WireModel):
+    """`POST /v1/weights/updates`: announce version `version` (> served version)."""
+
+    version: UpdateVersion
+    tensors: list[TensorSpec] = Field(min_length=1, max_length=MAX_TENSORS)
+    total_bytes: int = Field(ge=1, le=MAX_WEIGHTS_BYTES, description="Sum of all chunk body sizes.")
+    num_chunks: int = Field(ge=1, le=1_000_000)
+    checksum: Sha256Hex = Field(description="SHA-256 of all chunk bodies concatenated in index order.")
+
+
+class WeightUpdateSession(WireModel):
+    update_id: Id
+    version: PolicyVersion
+    max_chunk_bytes: int = Field(ge=1, le=MAX_WEIGHTS_BYTES)
+
+
+class WeightChunkHeader(WireModel):
+    """`PUT /v1/weights/updates/{update_id}/chunks/{index}` query parameters; body: safetensors bytes."""
+
+    index: int = Field(ge=0, le=999_999)
+    checksum: Sha256Hex = Field(description="SHA-256 of this chunk's body.")
+
+
+class WeightUpdateCommit(WireModel):
+    """`POST /v1/weights/updates/{update_id}/commit`: serve the version if complete and verified."""
+
+    version: UpdateVersion
+    checksum: Sha256Hex
+
+
+class WeightsStatus(WireModel):
+    """`GET /v1/weights`: what is served now."""
+
+    policy_version: PolicyVersion
+    model: Name
+    pending_update: Id | None = None
+    last_update_seconds: float | None = Field(None, ge=0.0, le=1e6)
+    notes: ShortStr | None = None

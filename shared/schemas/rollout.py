@@ -1,0 +1,126 @@
+"""Wire schemas of the rollout server API (`/v1`): scored GHPO groups, batches, acknowledgements.
+
+A `ScoredGroup` is one prompt's final group of G completions after guidance: the hint level it ended at
+(0 = no hint, k = the k-th ladder ratio), the prompt token ids it should be trained on (hinted or plain,
+per `condition_on`), and per completion the sampled token ids, the behaviour log-probs returned by
+inference, the reward, the raw accuracy, the group advantage and the policy version it was sampled
+under. The trainer pulls `GET /v1/batches/next` (a `Batch` of whole groups; 204 when none is ready),
+and `POST /v1/batches/{batch_id}/ack`s it; an unacknowledged batch is redelivered after a timeout with
+the same `batch_id` (the trainer drops duplicates by id). This module is provisional: the rollout
+service may add fields, but not loosen bounds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from ghpo.shared.schemas.common import (
+    Id,
+    LogProb,
+    PolicyVersion,
+    Score,
+    Text,
+    Timestamp,
+    TokenIds,
+    WireModel,
+)
+from ghpo.shared.schemas.inference import FinishReason
+from pydantic import Field, model_validator
+
+MAX_GROUP_SIZE = 512
+MAX_GROUPS_PER_BATCH = 4096
+MAX_HINT_LEVELS = 16
+
+
+class DropReason(StrEnum):
+    """Why a group was dropped whole (counted per reason, never half-trained)."""
+
+    stale_policy = "stale_policy"  # older than max_policy_lag versions when it would be delivered
+    inference_failed = "inference_failed"
+    verifier_failed = "verifier_failed"
+    gold_unparseable = "gold_unparseable"  # the gold answer cannot be parsed: never hinted, reported
+    prompt_too_long = "prompt_too_long"
+    shutdown = "shutdown"
+
+
+class Completion(WireModel):
+    token_ids: TokenIds
+    behaviour_logprobs: list[LogProb] = Field(max_length=131_072, description="Per token, from inference.")
+    finish_reason: FinishReason
+    reward: Score = Field(description="Total shaped reward (accuracy + format weight x format).")
+    accuracy: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Raw correctness, 1.0 or 0.0.")
+    advantage: Score = Field(description="Group advantage of this completion in its final group.")
+    policy_version: PolicyVersion = Field(description="Weights version the completion was sampled under.")
+    text: Text | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Completion:
+        if len(self.behaviour_logprobs) != len(self.token_ids):
+            raise ValueError(
+                f"behaviour_logprobs has {len(self.behaviour_logprobs)} entries for {len(self.token_ids)} tokens"
+            )
+        return self
+
+
+class ScoredGroup(WireModel):
+    group_id: Id = Field(description="Unique per (epoch, prompt, rollout server); used for de-duplication.")
+    prompt_id: Id
+    epoch: int = Field(ge=0, le=1_000_000)
+    hint_level: int = Field(ge=0, le=MAX_HINT_LEVELS, description="0 = no hint; k = k-th ladder ratio.")
+    hint_ratio: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False, description="ω of the final round.")
+    condition_on: Literal["hinted", "plain"] = "hinted"
+    prompt_token_ids: TokenIds = Field(description="Context the completions are trained on.")
+    completions: list[Completion] = Field(min_length=1, max_length=MAX_GROUP_SIZE)
+    generation_rounds: int = Field(1, ge=1, le=MAX_HINT_LEVELS + 1)
+    plain_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, allow_inf_nan=False, description="Mean accuracy of the unhinted round."
+    )
+    created_at: Timestamp
+
+    @model_validator(mode="after")
+    def _hint_consistent(self) -> ScoredGroup:
+        if (self.hint_level == 0) != (self.hint_ratio == 0.0):
+            raise ValueError("hint_ratio must be 0 exactly when hint_level is 0")
+        return self
+
+    @property
+    def policy_versions(self) -> tuple[int, int]:
+        """(oldest, newest) policy version among the completions."""
+        versions = [c.policy_version for c in self.completions]
+        return min(versions), max(versions)
+
+
+class Batch(WireModel):
+    batch_id: Id
+    groups: list[ScoredGroup] = Field(min_length=1, max_length=MAX_GROUPS_PER_BATCH)
+    delivery: int = Field(1, ge=1, le=1_000_000, description="1 on first delivery, +1 per redelivery.")
+    created_at: Timestamp
+
+
+class BatchAck(WireModel):
+    """Body of `POST /v1/batches/{batch_id}/ack`."""
+
+    policy_version: PolicyVersion = Field(description="Trainer's policy version after training on the batch.")
+
+
+class BatchAckResult(WireModel):
+    batch_id: Id
+    acknowledged: bool = Field(description="False when the id was unknown or already acknowledged.")
+
+
+class RolloutStatus(WireModel):
+    """`GET /v1/status`."""
+
+    policy_version: PolicyVersion
+    queued_groups: int = Field(ge=0, le=10**9)
+    in_flight_groups: int = Field(ge=0, le=10**9)
+    unacked_batches: int = Field(ge=0, le=10**9)
+    epoch: int = Field(ge=0, le=1_000_000)
+    dropped: dict[DropReason, int] = Field(default_factory=dict, max_length=len(DropReason))
+
+
+class PolicyVersionUpdate(WireModel):
+    """`POST /v1/policy-version`: the trainer announces the version inference now serves."""
+
+    policy_version: PolicyVersion
