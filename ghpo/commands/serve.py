@@ -22,20 +22,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def load_settings(service: str, **overrides):
-    """Build the service's Settings from the environment plus overrides; errors name the key."""
-    from pydantic import ValidationError
-
+    """The service's Settings from the environment plus flag overrides; errors name the variable."""
     from ghpo.cli import CliError
+    from ghpo.shared.settings import SettingsError, build_settings
 
     settings_cls = importlib.import_module(f"ghpo.services.{service}.settings").Settings
-    prefix = settings_cls.model_config.get("env_prefix", "")
     try:
-        return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise CliError(f"invalid {service} settings: {problems}") from None
+        return build_settings(settings_cls, **{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise CliError(f"invalid {service} settings: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
