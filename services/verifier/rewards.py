@@ -1,0 +1,71 @@
+"""Reward functions by name: the pluggable part of the verifier.
+
+A reward function maps (completion, Score) to a float, where the Score already carries math-verify's
+outcome (computed once per item in a worker). Adding a reward is one decorated function here; requests
+pick rewards and weights by name (`{"accuracy": 1.0, "format": 0.5}`), and the item's total is the
+weighted sum. Rewards run inside the worker processes, so they may be slow or pathological on bad text
+without harming the service. Not here: anything that needs a model or network access.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ghpo.services.verifier.scoring import Score
+
+RewardFn = Callable[[str, Score], float]
+MAX_WEIGHT = 1000.0  # the wire schema's bound on a weight
+REWARDS: dict[str, RewardFn] = {}
+
+
+def reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    def register(fn: RewardFn) -> RewardFn:
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} registered twice")
+        REWARDS[name] = fn
+        return fn
+
+    return register
+
+
+@reward("accuracy")
+def accuracy(completion: str, score: Score) -> float:
+    """1.0 iff math-verify finds the completion's answer equal to the gold answer."""
+    return score.accuracy
+
+
+@reward("format")
+def format_(completion: str, score: Score) -> float:
+    """1.0 iff the completion matches the reference `<think>...</think><answer>...</answer>` layout."""
+    return score.format
+
+
+@reward("tag_count")
+def tag_count(completion: str, score: Score) -> float:
+    """0.25 per think/answer tag present exactly once on its own line (open-r1's soft format reward)."""
+    tags = ("<think>\n", "\n</think>\n", "\n<answer>\n", "\n</answer>")
+    return sum(0.25 for tag in tags if completion.count(tag) == 1)
+
+
+def weights_problem(weights: dict[str, float]) -> str | None:
+    """Why `weights` is unusable (unknown reward name, non-finite weight, empty), or None if it is fine."""
+    if not weights:
+        return f"name at least one reward; known: {sorted(REWARDS)}"
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        return f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}"
+    bad = sorted(name for name, w in weights.items() if not (math.isfinite(w) and abs(w) <= MAX_WEIGHT))
+    if bad:
+        return f"weights must be finite numbers within +-{MAX_WEIGHT:g}: {bad}"
+    return None
+
+
+def compute(completion: str, score: Score, weights: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Each named reward and their weighted sum. Items that did not score (timeout, error,
+    unparsable gold) get 0 for every reward: a reward is never credited for an answer we could not check."""
+    if score.status != "ok" and score.status != "no_answer":
+        values = {name: 0.0 for name in weights}
+    else:
+        values = {name: float(REWARDS[name](completion, score)) for name in weights}
+    return values, sum(weights[name] * values[name] for name in weights)
