@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import httpx
+
 from ghpo.services.verifier.scoring import score
 from ghpo.shared.data import default_benchmarks_root
 

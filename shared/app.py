@@ -23,6 +23,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import ghpo
 from ghpo.shared.auth import OPEN_PATHS, BearerAuthMiddleware
 from ghpo.shared.errors import (
     BadRequest,
@@ -36,12 +42,6 @@ from ghpo.shared.errors import (
 from ghpo.shared.logs import configure_logging, get_logger, request_id_var
 from ghpo.shared.schemas.common import HealthStatus, ReadyStatus
 from ghpo.shared.settings import ServiceSettings
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-import ghpo
 
 log = get_logger(__name__)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hmac
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from ghpo.shared.errors import Unauthorized, error_response
 from ghpo.shared.logs import get_request_id
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 

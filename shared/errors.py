@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from ghpo.shared.logs import get_request_id
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+
+from ghpo.shared.logs import get_request_id
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,6 @@ import uuid
 from typing import Any, TypeVar
 
 import httpx
-from ghpo.shared.auth import bearer_headers
-from ghpo.shared.errors import GhpoError, Unreachable, error_from_response_body
-from ghpo.shared.logs import get_request_id
 from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
@@ -35,6 +32,10 @@ from tenacity import (
     stop_before_delay,
     wait_random_exponential,
 )
+
+from ghpo.shared.auth import bearer_headers
+from ghpo.shared.errors import GhpoError, Unreachable, error_from_response_body
+from ghpo.shared.logs import get_request_id
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+
 from ghpo.services.verifier.engine import VerifierPool
 from ghpo.services.verifier.rewards import weights_problem
 from ghpo.services.verifier.settings import Settings

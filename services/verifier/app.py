@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from ghpo.services.verifier.api import router
 from ghpo.services.verifier.engine import VerifierPool
 from ghpo.services.verifier.settings import Settings

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from ghpo.shared.data.gold import last_boxed
 from latex2sympy2_extended import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
+
+from ghpo.shared.data.gold import last_boxed
 
 Status = Literal["ok", "no_answer", "unparsable_gold", "timeout", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "no_answer", "unparsable_gold", "timeout", "error")

@@ -1,5 +1,40 @@
-"""Prompt data: records, loaders for JSONL/Parquet/Hugging Face datasets, built-in benchmark mappings."""
+"""Prompt data: records, loaders for JSONL/Parquet/Hugging Face datasets, built-in benchmark mappings.
 
-from ghpo.shared.data.records import PromptRecord
+Torch-free. math-verify (answer checks), pyarrow and `datasets` are imported only when a load needs them.
+"""
 
-__all__ = ["PromptRecord"]
+from ghpo.shared.data.benchmarks import BENCHMARKS, Benchmark, default_benchmarks_root, load_benchmark
+from ghpo.shared.data.gold import gold_parse_error, last_boxed, normalize_answer
+from ghpo.shared.data.loaders import (
+    SKIP_REASONS,
+    FieldMapping,
+    LoadReport,
+    LoadResult,
+    MappingError,
+    SkippedRow,
+    load_prompts,
+)
+from ghpo.shared.data.records import PromptRecord, content_id
+from ghpo.shared.data.sources import FORMATS, SourceFormatError, open_source
+
+__all__ = [
+    "BENCHMARKS",
+    "FORMATS",
+    "SKIP_REASONS",
+    "Benchmark",
+    "FieldMapping",
+    "LoadReport",
+    "LoadResult",
+    "MappingError",
+    "PromptRecord",
+    "SkippedRow",
+    "SourceFormatError",
+    "content_id",
+    "default_benchmarks_root",
+    "gold_parse_error",
+    "last_boxed",
+    "load_benchmark",
+    "load_prompts",
+    "normalize_answer",
+    "open_source",
+]

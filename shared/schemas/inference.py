@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import Field, model_validator
+
 from ghpo.shared.schemas.common import (
     Id,
     LogProb,
@@ -28,7 +30,6 @@ from ghpo.shared.schemas.common import (
     TokenIds,
     WireModel,
 )
-from pydantic import Field, model_validator
 
 MAX_PROMPTS_PER_REQUEST = 4096
 MAX_SAMPLES_PER_PROMPT = 256

@@ -15,6 +15,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
+from pydantic import Field, model_validator
+
 from ghpo.shared.schemas.common import (
     Id,
     LogProb,
@@ -26,7 +28,6 @@ from ghpo.shared.schemas.common import (
     WireModel,
 )
 from ghpo.shared.schemas.inference import FinishReason
-from pydantic import Field, model_validator
 
 MAX_GROUP_SIZE = 512
 MAX_GROUPS_PER_BATCH = 4096

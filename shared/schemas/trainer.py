@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ghpo.shared.schemas.common import Id, Message, PolicyVersion, ShortStr, Timestamp, WireModel
 from pydantic import Field
+
+from ghpo.shared.schemas.common import Id, Message, PolicyVersion, ShortStr, Timestamp, WireModel
 
 MAX_CHECKPOINTS_LISTED = 1000
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from ghpo.shared.schemas.common import Id, Name, Score, WireModel
 from pydantic import Field, StringConstraints
+
+from ghpo.shared.schemas.common import Id, Name, Score, WireModel
 
 MAX_BATCH_ITEMS = 65_536
 MAX_COMPLETION_CHARS = 4 * 1024 * 1024

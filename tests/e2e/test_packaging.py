@@ -1,6 +1,7 @@
 """The wheel installs the user's top-level folders under the single `ghpo` import root."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,9 +14,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_wheel_installs_ghpo_packages_that_import_from_site_packages_not_checkout(tmp_path):
+    # Build from a copy of the tracked sources: an in-tree build would leave build/ behind, and
+    # setuptools reuses a stale build/lib on the next build.
+    src = tmp_path / "src"
+    tracked = subprocess.check_output(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True)
+    for rel in tracked.split():
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, ROOT],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, src],
         check=True,
     )
     (wheel,) = dist.glob("ghpo-*.whl")

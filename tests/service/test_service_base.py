@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request, Response
+
 from ghpo.shared.app import create_service_app
 from ghpo.shared.errors import Conflict, TooManyRequests, Unavailable, Unprocessable, Unreachable
 from ghpo.shared.http import ServiceClient, SyncServiceClient

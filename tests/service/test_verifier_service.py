@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+
 from ghpo.services.verifier.app import create_app
 from ghpo.services.verifier.settings import Settings
 

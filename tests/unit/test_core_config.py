@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from ghpo.trainer.core.config import ConfigError, GHPOConfig, allowed_range
 from pydantic import ValidationError
+
+from ghpo.trainer.core.config import ConfigError, GHPOConfig, allowed_range
 
 
 def test_defaults_reproduce_the_reference_setup():

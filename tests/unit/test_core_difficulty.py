@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from ghpo.trainer.core.difficulty import (
     detection_enabled,
     difficult_groups,

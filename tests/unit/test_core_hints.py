@@ -1,6 +1,7 @@
 """The hint: exact reference template, banker's rounding, line/token cuts, levels."""
 
 import pytest
+
 from ghpo.trainer.core.hints import (
     HINT_SEPARATOR,
     cut_solution,

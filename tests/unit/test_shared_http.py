@@ -9,6 +9,7 @@ import email.utils
 import time
 
 import pytest
+
 from ghpo.shared.http import SyncServiceClient, parse_retry_after
 from ghpo.shared.logs import reset_request_id, set_request_id
 from ghpo.shared.schemas.common import HealthStatus

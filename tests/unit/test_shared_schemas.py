@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from pydantic import ValidationError
+
 from ghpo.shared.schemas.inference import GenerateRequest, Prompt, Sample, SamplingParams, WeightUpdateBegin
 from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
 from ghpo.shared.schemas.trainer import TrainerStatus
-from pydantic import ValidationError
 
 
 def _completion(**overrides) -> dict:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ghpo.shared.settings import ServiceSettings, SettingsError, build_settings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from ghpo.shared.settings import ServiceSettings, SettingsError, build_settings
 
 STRONG = "k3Jd9-xQ2pLm7vB4nZ8rT1yW6cF0hG5s"
 

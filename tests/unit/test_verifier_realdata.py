@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ghpo.services.verifier.calibration import calibrate, load_rows
 
 

@@ -39,6 +39,7 @@ sequence-level (GSPO) ratios, or reduce metrics across ranks.
 from __future__ import annotations
 
 import torch
+
 from ghpo.trainer.core.config import GHPOConfig
 
 
