@@ -1,0 +1,1 @@
+"""Synthetic task families with worked solutions and graded difficulty (torch-free)."""

@@ -1,0 +1,96 @@
+"""The built tiny model is a standard Hugging Face folder that meets the tiny world's accuracy bounds.
+
+Uses the shared cache (GHPO_CACHE_DIR or ~/.cache/ghpo): the first run builds the model (minutes on
+2 CPU cores), later runs reuse it.
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+MAX_FOLDER_BYTES = 20 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    from ghpo.trainer.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.mark.slow
+def test_folder_is_a_standard_hf_checkpoint_within_20_mb(model_dir):
+    names = {p.name for p in model_dir.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= names
+    assert sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) <= MAX_FOLDER_BYTES
+
+
+@pytest.mark.slow
+def test_loads_with_auto_classes_and_answers_through_its_chat_template(model_dir):
+    import re
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.config.model_type == "qwen2"
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    assert model.config.vocab_size % 64 == 0 and head_dim % 16 == 0
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Compute 3 + 4."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.inference_mode():
+        out = model.generate(**ids, max_new_tokens=48, do_sample=False)
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert re.fullmatch(r"<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>", text, flags=re.DOTALL), text
+    assert "\\boxed{7}" in text
+
+
+@pytest.mark.slow
+def test_meets_per_level_accuracy_bounds_on_heldout_problems(model_dir):
+    from ghpo.shared.tasks import arith
+    from ghpo.trainer.tiny import evaluate_levels
+
+    results = evaluate_levels(model_dir, n_per_level=100)
+    accuracy = {level: correct / total for level, (correct, total) in results.items()}
+    assert accuracy[1] >= 0.9, accuracy
+    assert accuracy[arith.MAX_LEVEL] <= 0.1, accuracy
+    # Graded: some middle level is neither solved nor hopeless, so RL and hints have room to work.
+    assert any(0.1 < accuracy[level] < 0.9 for level in range(2, arith.MAX_LEVEL)), accuracy
+
+
+def test_tiny_eval_refuses_a_folder_without_a_model_naming_the_argument(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ghpo", "tiny", "eval", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "model_dir" in proc.stderr and "config.json" in proc.stderr
+
+
+@pytest.mark.slow
+def test_same_seed_builds_byte_identical_weights_and_tokenizer(tmp_path):
+    from ghpo.trainer.tiny import TinyBuildConfig, build_tiny_model
+
+    config = TinyBuildConfig(sft_steps=3, batch_size=4, tokenizer_corpus_size=300)
+    a = build_tiny_model(config, tmp_path / "a", log=lambda _: None)
+    b = build_tiny_model(config, tmp_path / "b", log=lambda _: None)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_cache_key_changes_with_the_build_config():
+    from ghpo.trainer.tiny import TinyBuildConfig
+
+    assert TinyBuildConfig(seed=0).key() == TinyBuildConfig(seed=0).key()
+    assert TinyBuildConfig(seed=0).key() != TinyBuildConfig(seed=1).key()

@@ -1,0 +1,104 @@
+"""Supervised warm start of the tiny model on the easy arithmetic levels (CPU, fp32, deterministic).
+
+Training examples are drawn on the fly from the *train* split only (held-out problems are rejected by
+their hash), with a fixed level mixture. A share of the prompts carries a GHPO hint (a prefix of the
+worked solution appended to the user turn) while the target stays the full completion: the model learns
+to copy the hinted steps and carry on, which is what makes guidance effective during RL. The loss covers
+assistant tokens only. Not here: caching, saving, evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
+
+from ghpo.shared.tasks import arith
+from ghpo.trainer.tiny.prompts import assistant_target, chat_messages
+
+HINT_RATIOS = (0.25, 0.5, 0.75)
+
+
+def sample_example(rng: random.Random, level_weights: dict[int, float], hint_share: float):
+    """One (messages, target) pair from the train split, drawn from `rng`."""
+    levels, weights = zip(*sorted(level_weights.items()), strict=True)
+    level = rng.choices(levels, weights=weights)[0]
+    while True:
+        problem = arith.generate(level, rng)
+        if arith.split_of(problem.text) == "train":
+            break
+    record = arith.to_record(problem)
+    ratio = 0.0
+    if rng.random() < hint_share:
+        # Mostly the ladder's ratios, sometimes any cut, so the model copes with cuts anywhere.
+        ratio = rng.choice(HINT_RATIOS) if rng.random() < 0.7 else rng.uniform(0.05, 0.95)
+    return chat_messages(record, hint_ratio=ratio), assistant_target(record)
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, messages, target: str) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + target + EOS, and labels masking the prompt with -100."""
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
+    completion = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt + completion, [-100] * len(prompt) + completion
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def train(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    level_weights: dict[int, float],
+    hint_share: float,
+    log: Callable[[str], None] = print,
+) -> list[float]:
+    """Run SFT in place; returns the loss per step."""
+    rng = random.Random(f"tiny-sft:{seed}")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    losses: list[float] = []
+    start = time.monotonic()
+    for step in range(steps):
+        batch = [
+            encode(tokenizer, *sample_example(rng, level_weights, hint_share)) for _ in range(batch_size)
+        ]
+        out = model(**collate(batch, tokenizer.pad_token_id))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        if step % 50 == 0 or step == steps - 1:
+            recent = sum(losses[-50:]) / len(losses[-50:])
+            log(f"sft step {step + 1}/{steps} loss {recent:.4f} ({time.monotonic() - start:.0f}s)")
+    model.eval()
+    return losses
