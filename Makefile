@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install tiny-model run test lint clean
 
 # torch is installed first and pinned: the CPU wheel 2.13.0 lies on this machine's disk, while an
 # unpinned torch (or a range admitting a newer release) pulls a multi-GB CUDA build.
@@ -21,13 +21,17 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# The tiny model is cached (~/.cache/ghpo/models, or $$GHPO_CACHE_DIR): built once, on the first call.
+tiny-model: install
+	$(BIN)/ghpo tiny build --eval-per-level 0
+
 run: install
 	$(BIN)/ghpo tiny build
 
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+test: lint tiny-model
 	$(BIN)/pytest -m "not gpu"
 
 clean:
