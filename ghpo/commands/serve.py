@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SERVICES = ("verifier", "broker")
+SERVICES = ("verifier", "broker", "inference")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,8 +9,10 @@ Weight updates (HTTP path, CPU and multi-host): `begin` announces a version with
 SHA-256 of all chunk bytes in order; `chunk`s carry safetensors bytes as the raw request body (metadata in
 `WeightChunkHeader` query parameters), each with its own SHA-256; `commit` makes the version served only
 if every announced tensor arrived and the checksum matches. Versions are monotonic: a version not greater
-than the served one is refused (409). This module is provisional: the inference service may add fields,
-but not loosen bounds.
+than the served one is refused (409). Tensor names are the checkpoint's (Hugging Face) names as
+stored in the served model's safetensors files; an update carries every one of them (a tied `lm_head`
+is not stored, so it is not sent). Requests in flight during a commit finish on the old weights; new
+ones wait for the swap.
 """
 
 from __future__ import annotations
@@ -135,10 +137,22 @@ class WeightUpdateSession(WireModel):
 
 
 class WeightChunkHeader(WireModel):
-    """`PUT /v1/weights/updates/{update_id}/chunks/{index}` query parameters; body: safetensors bytes."""
+    """`PUT /v1/weights/updates/{update_id}/chunks/{index}?checksum=...`; body: one safetensors file.
+
+    `index` (path) is 0..num_chunks-1; each announced tensor must be in exactly one chunk. A chunk re-sent
+    with identical bytes is accepted again (a retry); with different bytes it is a 409.
+    """
 
     index: int = Field(ge=0, le=999_999)
     checksum: Sha256Hex = Field(description="SHA-256 of this chunk's body.")
+
+
+class WeightChunkReceipt(WireModel):
+    update_id: Id
+    index: int = Field(ge=0, le=999_999)
+    received_chunks: int = Field(ge=0, le=1_000_000)
+    received_bytes: int = Field(ge=0, le=MAX_WEIGHTS_BYTES)
+    repeated: bool = Field(False, description="True when this exact chunk had already arrived (no-op).")
 
 
 class WeightUpdateCommit(WireModel):
@@ -154,5 +168,8 @@ class WeightsStatus(WireModel):
     policy_version: PolicyVersion
     model: Name
     pending_update: Id | None = None
+    max_chunk_bytes: int = Field(
+        ge=1, le=MAX_WEIGHTS_BYTES, description="Largest chunk body the service accepts (pack below it)."
+    )
     last_update_seconds: float | None = Field(None, ge=0.0, le=1e6)
     notes: ShortStr | None = None

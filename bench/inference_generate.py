@@ -1,0 +1,146 @@
+"""CPU generation throughput of the inference engine (vLLM CPU build) against transformers `generate`.
+
+Same model (a random Qwen2 with the tiny model's dimensions, or the cached tiny model with --tiny), same
+batch (64 prompts x 8 samples), same prompt and completion lengths (transformers with min_new_tokens; the
+random model rarely samples EOS, and vLLM's rate counts the tokens it actually produced), same threads. Prints the median
+tokens/s of each and the ratio vLLM / transformers (the issue asks for >= 0.8). The engine is driven
+directly (`VllmEngine.generate`), not over HTTP: the JSON of 512 samples is negligible next to decoding.
+
+    /work/venv-vllm/bin/python bench/inference_generate.py [--max-tokens 32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def random_tiny_qwen2(out_dir: Path) -> Path:
+    """A Qwen2 with TinyBuildConfig's dimensions and random weights (no SFT: speed does not care)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ghpo.trainer.tiny import TinyBuildConfig
+    from ghpo.trainer.tiny.tokenizer import TOKENIZER_CLASS, train_tokenizer
+
+    c = TinyBuildConfig()
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["What is 12 + 34? <think>12 + 34 = 46</think>"] * 50, 300)
+    config = Qwen2Config(
+        vocab_size=512,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads,
+        num_key_value_heads=c.num_kv_heads,
+        max_position_embeddings=c.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tok_config["tokenizer_class"] = TOKENIZER_CLASS
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    return out_dir
+
+
+def prompts(n: int, length: int, vocab: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(10, vocab - 10, (n, length), generator=g).tolist()
+
+
+def bench_transformers(model_dir: Path, batch: list[list[int]], samples: int, max_tokens: int) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor(batch)
+    started = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            num_return_sequences=samples,
+            max_new_tokens=max_tokens,
+            min_new_tokens=max_tokens,
+        )
+    elapsed = time.perf_counter() - started
+    return (out.shape[0] * (out.shape[1] - ids.shape[1])) / elapsed
+
+
+async def bench_vllm(
+    model_dir: Path, batch: list[list[int]], samples: int, max_tokens: int, repeats: int
+) -> list[float]:
+
+    from ghpo.services.inference.engine import SamplingSpec
+    from ghpo.services.inference.vllm_engine import VllmEngine
+
+    engine = await VllmEngine.start(
+        model=str(model_dir),
+        device="cpu",
+        dtype="float32",
+        max_model_len=1024,
+        kv_cache_gib=2,
+        gpu_memory_utilization=0.9,
+        max_num_seqs=len(batch) * samples,
+        seed=0,
+        logprobs_mode="raw_logprobs",
+    )
+    spec = SamplingSpec(n=samples, temperature=1.0, max_tokens=max_tokens, seed=0)
+    rates = []
+    try:
+        await engine.generate(batch[:2], SamplingSpec(n=1, max_tokens=4))  # warm-up
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = await engine.generate(batch, spec)
+            elapsed = time.perf_counter() - started
+            rates.append(sum(len(c.token_ids) for group in out for c in group) / elapsed)
+    finally:
+        await engine.close()
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="use ensure_tiny_model() (builds it if absent)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tiny:
+            from ghpo.trainer.tiny import ensure_tiny_model
+
+            model_dir = ensure_tiny_model()
+        else:
+            model_dir = random_tiny_qwen2(Path(tmp) / "model")
+        vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+        batch = prompts(args.prompts, args.prompt_tokens, vocab)
+        vllm_rates = asyncio.run(bench_vllm(model_dir, batch, args.samples, args.max_tokens, args.repeats))
+        hf_rates = [
+            bench_transformers(model_dir, batch, args.samples, args.max_tokens) for _ in range(args.repeats)
+        ]
+    vllm_tps, hf_tps = statistics.median(vllm_rates), statistics.median(hf_rates)
+    print(
+        f"batch {args.prompts} prompts x {args.samples} samples, {args.prompt_tokens} prompt + {args.max_tokens} new tokens, torch threads {torch.get_num_threads()}"
+    )
+    print(f"vLLM (CPU) tokens/s: median {vllm_tps:.0f}  runs {[round(r) for r in vllm_rates]}")
+    print(f"transformers generate tokens/s: median {hf_tps:.0f}  runs {[round(r) for r in hf_rates]}")
+    print(f"ratio vLLM / transformers: {vllm_tps / hf_tps:.2f}x (target >= 0.8)")
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes that re-import this module
+    main()

@@ -1,0 +1,140 @@
+"""HTTP weight push into the running inference service, against a plain in-memory copy of the same tensors.
+
+Starts the service (uvicorn on a loopback port, real vLLM CPU engine) on a random Qwen2 of ~`--hidden`
+width, then pushes full weight sets with `ghpo.services.inference.client.push_weights` (pack into
+safetensors chunks, SHA-256, PUT each chunk, commit: drain + load into vLLM). Prints the median bytes/s of
+the whole push, of the upload alone and of the commit alone, next to the median bytes/s of `clone()`-ing
+the same tensors in memory (the limit), and the ratio push / copy.
+
+    /work/venv-vllm/bin/python bench/inference_weight_push.py [--hidden 512] [--layers 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+import uvicorn
+
+TOKEN = "bench-token"
+
+
+def random_qwen2(out_dir: Path, hidden: int, layers: int) -> Path:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ghpo.trainer.tiny.tokenizer import TOKENIZER_CLASS, train_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["What is 12 + 34? <think>12 + 34 = 46</think>"] * 50, 300)
+    config = Qwen2Config(
+        vocab_size=4096,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tok_config["tokenizer_class"] = TOKENIZER_CLASS
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    return out_dir
+
+
+def serve(app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return url, server, thread
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("inference service not ready")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    from safetensors.torch import load_file
+
+    from ghpo.services.inference.app import create_app
+    from ghpo.services.inference.client import HEADER_ROOM_BYTES, pack_chunks, push_weights
+    from ghpo.services.inference.settings import Settings
+    from ghpo.shared.http import SyncServiceClient
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--chunk-mib", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    chunk_bytes = args.chunk_mib * 1024 * 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = random_qwen2(Path(tmp) / "model", args.hidden, args.layers)
+        base = load_file(model_dir / "model.safetensors")
+        nbytes = sum(t.numel() * t.element_size() for t in base.values())
+        copy_rates = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            copies = {name: t.clone() for name, t in base.items()}
+            copy_rates.append(nbytes / (time.perf_counter() - started))
+            del copies
+        settings = Settings(
+            model=str(model_dir),
+            token=TOKEN,
+            max_model_len=512,
+            kv_cache_gib=1,
+            max_chunk_bytes=chunk_bytes + HEADER_ROOM_BYTES,
+            max_body_bytes=chunk_bytes + HEADER_ROOM_BYTES,
+        )
+        url, server, thread = serve(create_app(settings))
+        push_rates, upload_rates, commit_rates = [], [], []
+        try:
+            with SyncServiceClient(url, token=TOKEN, timeout=300, total_budget=600) as client:
+                for version in range(1, args.repeats + 1):
+                    weights = {name: t + 0.01 * version for name, t in base.items()}
+                    started = time.perf_counter()
+                    status = push_weights(client, weights, version, chunks=pack_chunks(weights, chunk_bytes))
+                    push_rates.append(nbytes / (time.perf_counter() - started))
+                    commit_s = status.last_update_seconds or 0.0
+                    commit_rates.append(nbytes / commit_s if commit_s else float("nan"))
+                    upload_rates.append(nbytes / (nbytes / push_rates[-1] - commit_s))
+                    assert status.policy_version == version
+        finally:
+            server.should_exit = True
+            thread.join(60)
+    copy = statistics.median(copy_rates)
+    push = statistics.median(push_rates)
+    mib = 1024 * 1024
+    print(f"model: {nbytes / mib:.1f} MiB fp32 in {len(base)} tensors, chunks of {args.chunk_mib} MiB")
+    print(f"in-memory copy (clone): median {copy / mib:.0f} MiB/s")
+    print(
+        f"HTTP push, whole (pack + sha256 + upload + validate + stage + commit): median {push / mib:.1f} MiB/s"
+    )
+    print(f"  upload part: median {statistics.median(upload_rates) / mib:.1f} MiB/s")
+    print(f"  commit part (drain + load into vLLM): median {statistics.median(commit_rates) / mib:.1f} MiB/s")
+    print(f"ratio push / copy: {push / copy:.3f}")
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes that re-import this module
+    main()

@@ -1,0 +1,150 @@
+"""The vLLM engine: `AsyncLLM` (vLLM's V1 async engine) in this process, its engine core in a child.
+
+Why `AsyncLLM` and not `vllm.LLM` in a thread: concurrent HTTP requests go straight into one continuously
+batched engine (a thread running `LLM.generate` would serialize them into separate batches, or need our own
+batcher), a cancelled HTTP request aborts its vLLM requests, and `collective_rpc` is awaitable. The engine
+core runs in a child process (vLLM's default), so model compute never blocks the server's event loop;
+the model itself runs in a worker process below it (vLLM's CPU platform insists on its "mp" executor
+for OpenMP setup), so start-up costs three Python imports of vLLM (~40 s on a busy 2-core machine).
+
+Weights: `collective_rpc("ghpo_reload_weights", folder)` (vllm_worker.py: vLLM's in-place
+`reload_weights` of every *.safetensors in the folder, plus a fix for tied embeddings) swaps weights
+in a few hundredths of a second for the tiny model. The caller (the update gate) guarantees no
+request is running meanwhile. Log-probs are requested as `logprobs=0`: only the sampled token's.
+Not here: versions, validation (weights.py), HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ghpo.services.inference.engine import Completion, FinishReason, SamplingSpec
+from ghpo.shared.logs import get_logger
+
+log = get_logger(__name__)
+
+_MIN_LOGPROB = -1e6  # the wire bound; a sampled token's log-prob below it (underflow) is clipped
+_request_ids = itertools.count()
+
+
+def engine_args(
+    *,
+    model: str,
+    device: str,
+    dtype: str,
+    max_model_len: int,
+    kv_cache_gib: int,
+    gpu_memory_utilization: float,
+    max_num_seqs: int,
+    seed: int,
+    logprobs_mode: str,
+) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    extra: dict[str, Any] = {}
+    if device == "cpu":
+        # Read by vLLM's CPU worker at start-up; there is no engine argument for it.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        # vLLM 0.32 CPU bug: a seeded request whose prompt is split by chunked prefill makes the worker
+        # call `set_offset` on a CPU torch.Generator, which raises and kills the engine. Whole prompts
+        # per step avoid the split (max_num_batched_tokens then defaults to at least max_model_len).
+        extra["enable_chunked_prefill"] = False
+        extra["enforce_eager"] = True  # torch.compile buys nothing on CPU and costs start-up time
+    else:
+        extra["gpu_memory_utilization"] = gpu_memory_utilization
+    return AsyncEngineArgs(
+        model=model,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        seed=seed,
+        logprobs_mode=logprobs_mode,
+        # vLLM's own Prometheus collectors would clash across engines in one process (tests, benches).
+        disable_log_stats=True,
+        worker_extension_cls="ghpo.services.inference.vllm_worker.GhpoWorkerExtension",
+        **extra,
+    )
+
+
+class VllmEngine:
+    """`Engine` backed by vLLM's `AsyncLLM`. Build with `await VllmEngine.start(...)`."""
+
+    def __init__(self, llm: Any):
+        self._llm = llm
+
+    @classmethod
+    async def start(cls, **kwargs: Any) -> VllmEngine:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        started = time.monotonic()
+        args = engine_args(**kwargs)
+        # Building spawns the engine core and waits for it to load the model: blocking, so off the loop.
+        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        log.info("vLLM engine ready in %.1f s (model %s)", time.monotonic() - started, kwargs["model"])
+        return cls(llm)
+
+    async def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Completion]]:
+        return list(await asyncio.gather(*(self._one(ids, spec, i) for i, ids in enumerate(prompts))))
+
+    async def _one(self, prompt_ids: list[int], spec: SamplingSpec, index: int) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        # One seed per prompt (vLLM derives one per sample from it): two identical prompts in one request
+        # must not get identical samples, and the same request must get the same samples again.
+        seed = None if spec.seed is None else (spec.seed + index) % 2**63
+        params = SamplingParams(
+            n=spec.n,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            top_k=spec.top_k,
+            max_tokens=spec.max_tokens,
+            stop=list(spec.stop) or None,
+            seed=seed,
+            logprobs=0,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        request_id = f"ghpo-{next(_request_ids)}"
+        async for output in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+            final = output
+        assert final is not None, "vLLM finished a request without output"
+        completions = []
+        for sample in sorted(final.outputs, key=lambda s: s.index):
+            ids = list(sample.token_ids)
+            logprobs = [
+                max(_MIN_LOGPROB, step[tok].logprob)
+                for tok, step in zip(ids, sample.logprobs or [], strict=True)
+            ]
+            completions.append(
+                Completion(
+                    token_ids=ids,
+                    logprobs=logprobs,
+                    finish_reason=_finish(sample.finish_reason),
+                    text=sample.text,
+                )
+            )
+        return completions
+
+    async def load_weights(self, folder: Path) -> None:
+        await self._llm.collective_rpc("ghpo_reload_weights", args=(str(folder),))
+        # Cached prefixes hold keys/values computed by the old weights.
+        await self._llm.reset_prefix_cache()
+
+    def healthy(self) -> bool:
+        return not self._llm.errored
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._llm.shutdown)
+
+
+def _finish(reason: str | None) -> FinishReason:
+    if reason in ("stop", "length"):
+        return reason  # type: ignore[return-value]
+    return "abort"
