@@ -24,33 +24,20 @@ import torch
 
 def random_tiny_qwen2(out_dir: Path) -> Path:
     """A Qwen2 with TinyBuildConfig's dimensions and random weights (no SFT: speed does not care)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from ghpo.trainer.tiny import TinyBuildConfig
-    from ghpo.trainer.tiny.tokenizer import TOKENIZER_CLASS, train_tokenizer
+    from ghpo.trainer.tiny.random_model import build_random_qwen2
 
     c = TinyBuildConfig()
-    torch.manual_seed(0)
-    tokenizer = train_tokenizer(["What is 12 + 34? <think>12 + 34 = 46</think>"] * 50, 300)
-    config = Qwen2Config(
-        vocab_size=512,
+    return build_random_qwen2(
+        out_dir,
         hidden_size=c.hidden_size,
         intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads,
-        num_key_value_heads=c.num_kv_heads,
+        num_layers=c.num_layers,
+        num_heads=c.num_heads,
+        num_kv_heads=c.num_kv_heads,
         max_position_embeddings=c.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=512,
     )
-    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
-    tok_config["tokenizer_class"] = TOKENIZER_CLASS
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
-    return out_dir
 
 
 def prompts(n: int, length: int, vocab: int) -> list[list[int]]:

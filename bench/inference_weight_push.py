@@ -12,7 +12,6 @@ the same tensors in memory (the limit), and the ratio push / copy.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import tempfile
@@ -21,38 +20,24 @@ import time
 from pathlib import Path
 
 import httpx
-import torch
 import uvicorn
 
 TOKEN = "bench-token"
 
 
 def random_qwen2(out_dir: Path, hidden: int, layers: int) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from ghpo.trainer.tiny.random_model import build_random_qwen2
 
-    from ghpo.trainer.tiny.tokenizer import TOKENIZER_CLASS, train_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = train_tokenizer(["What is 12 + 34? <think>12 + 34 = 46</think>"] * 50, 300)
-    config = Qwen2Config(
-        vocab_size=4096,
+    return build_random_qwen2(
+        out_dir,
         hidden_size=hidden,
         intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 128),
+        num_layers=layers,
+        num_heads=hidden // 64,
+        num_kv_heads=max(1, hidden // 128),
         max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=4096,
     )
-    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
-    tok_config["tokenizer_class"] = TOKENIZER_CLASS
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
-    return out_dir
 
 
 def serve(app) -> tuple[str, uvicorn.Server, threading.Thread]:

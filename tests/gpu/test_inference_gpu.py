@@ -21,11 +21,11 @@ from ghpo.services.inference.app import create_app
 from ghpo.services.inference.client import push_weights
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
+from ghpo.trainer.tiny.random_model import build_random_qwen2
 from tests.service.test_inference_service import (
     AUTH,
     PROMPTS,
     TOKEN,
-    build_random_qwen2,
     new_weights,
 )
 from tests.support.server import running_app

@@ -9,7 +9,6 @@ minutes: these tests need a Qwen2 checkpoint, not a good one.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 
@@ -25,6 +24,7 @@ from ghpo.services.inference.app import create_app
 from ghpo.services.inference.client import pack_chunks, push_weights, tensor_specs
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
+from ghpo.trainer.tiny.random_model import build_random_qwen2
 from tests.support.server import running_app
 
 pytestmark = pytest.mark.slow
@@ -36,35 +36,6 @@ READY_TIMEOUT_S = 600
 # fp32 on both sides; vLLM's CPU kernels sum in another order than torch's, so not bit-equal.
 LOGPROB_TOLERANCE = 1e-3
 CHUNK_BYTES = 256 * 1024  # several chunks for the ~1.3 MB model
-
-
-def build_random_qwen2(out_dir, seed: int = 0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from ghpo.trainer.tiny.tokenizer import TOKENIZER_CLASS, train_tokenizer
-
-    torch.manual_seed(seed)
-    corpus = ["What is 12 + 34? <think>12 + 34 = 46</think> <answer>\\boxed{46}</answer>"] * 50
-    tokenizer = train_tokenizer(corpus, 300)
-    config = Qwen2Config(
-        vocab_size=-(-len(tokenizer) // 64) * 64,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    tok_config = json.loads((out_dir / "tokenizer_config.json").read_text())
-    tok_config["tokenizer_class"] = TOKENIZER_CLASS
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
-    return out_dir
 
 
 @pytest.fixture(scope="module")
