@@ -73,16 +73,20 @@ def error_from_response(response: httpx.Response) -> GhpoError:
 class _ClientCore:
     """What the async and sync clients share: headers, retry policy, error and response mapping."""
 
+    _http_client_cls: type[httpx.AsyncClient] | type[httpx.Client]
+
     def __init__(
         self,
         base_url: str,
         *,
-        token: str | None,
-        timeout: float,
-        total_budget: float,
-        max_attempts: int,
-        backoff_initial: float,
-        backoff_max: float,
+        token: str | None = None,
+        timeout: float = 10.0,
+        total_budget: float = 60.0,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        max_connections: int = 100,
+        transport: httpx.AsyncBaseTransport | httpx.BaseTransport | None = None,
     ):
         if timeout <= 0 or total_budget <= 0 or max_attempts < 1:
             raise ValueError("timeout and total_budget must be > 0 and max_attempts >= 1")
@@ -92,6 +96,11 @@ class _ClientCore:
         self.max_attempts = max_attempts
         self._headers = {"Accept": "application/json", **bearer_headers(token)}
         self._backoff = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
+        self._client = self._http_client_cls(
+            base_url=self.base_url,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     def _prepare(
         self,
@@ -180,33 +189,7 @@ def _describe(exc: BaseException | None) -> str:
 class ServiceClient(_ClientCore):
     """Async client for one service. Use `async with ServiceClient(...) as c:` or call `aclose()`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        token: str | None = None,
-        timeout: float = 10.0,
-        total_budget: float = 60.0,
-        max_attempts: int = 5,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        max_connections: int = 100,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ):
-        super().__init__(
-            base_url,
-            token=token,
-            timeout=timeout,
-            total_budget=total_budget,
-            max_attempts=max_attempts,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-        )
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+    _http_client_cls = httpx.AsyncClient
 
     async def request(
         self,
@@ -273,33 +256,7 @@ class ServiceClient(_ClientCore):
 class SyncServiceClient(_ClientCore):
     """Blocking twin of `ServiceClient` (CLI, trainer loop). Use `with` or call `close()`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        token: str | None = None,
-        timeout: float = 10.0,
-        total_budget: float = 60.0,
-        max_attempts: int = 5,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        max_connections: int = 100,
-        transport: httpx.BaseTransport | None = None,
-    ):
-        super().__init__(
-            base_url,
-            token=token,
-            timeout=timeout,
-            total_budget=total_budget,
-            max_attempts=max_attempts,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-        )
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+    _http_client_cls = httpx.Client
 
     def request(
         self,
