@@ -1,0 +1,1 @@
+"""`ghpo run`: the whole system as local processes on one machine (the README's main-job command)."""
