@@ -1,0 +1,177 @@
+"""The end-of-run report of `ghpo run`: a Markdown summary and PNG plots from the run's history file.
+
+What it is for: a user who ran the default job should see, without Grafana, whether GHPO did its work:
+held-out accuracy per level over steps, how sparse the rewards were (difficult fraction before hints,
+zero-advantage fraction after) and where the hints ended (groups by final hint level).
+
+The history is `<run_dir>/history.jsonl`, one JSON object per line, appended as the run goes (so a
+resumed run continues the same file):
+    {"kind": "step", "step": 12, "elapsed_s": 81.2, "difficult_fraction": 0.4,
+     "zero_advantage_fraction": 0.1, "groups_by_level": {"0": 10, "1": 4, ...},
+     "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01}
+    {"kind": "eval", "step": 0, "elapsed_s": 3.0, "accuracy_by_level": {"1": 0.93, ...}, "n_per_level": 60}
+
+What it deliberately does not do: compute any figure (the trainer and the evaluator do), or fail the run
+when a plot cannot be drawn (the Markdown still says what is missing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+HISTORY_FILE = "history.jsonl"
+
+
+def append_history(run_dir: Path, record: Mapping[str, Any]) -> None:
+    with (Path(run_dir) / HISTORY_FILE).open("a") as out:
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def load_history(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(step records, eval records), each sorted by step; a resumed run's repeated steps keep the last."""
+    steps: dict[int, dict[str, Any]] = {}
+    evals: dict[int, dict[str, Any]] = {}
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists():
+        return [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        (steps if record["kind"] == "step" else evals)[int(record["step"])] = record
+    return [steps[k] for k in sorted(steps)], [evals[k] for k in sorted(evals)]
+
+
+def _levels(records: Iterable[Mapping[str, Any]], key: str) -> list[str]:
+    found = {level for record in records for level in record.get(key, {})}
+    return sorted(found, key=int)
+
+
+def accuracy_change(evals: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per level: (first, last) held-out accuracy."""
+    if not evals:
+        return {}
+    first, last = evals[0]["accuracy_by_level"], evals[-1]["accuracy_by_level"]
+    return {
+        level: (first[level], last[level])
+        for level in _levels(evals, "accuracy_by_level")
+        if level in first and level in last
+    }
+
+
+def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[Path]:
+    """Write the three PNG plots; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for level in _levels(evals, "accuracy_by_level"):
+        points = [
+            (e["step"], e["accuracy_by_level"][level]) for e in evals if level in e["accuracy_by_level"]
+        ]
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"level {level}")
+    ax.set(xlabel="optimizer step", ylabel="held-out accuracy (greedy)", ylim=(-0.02, 1.02))
+    ax.set_title("Held-out accuracy per level")
+    ax.legend(fontsize="small", ncol=2)
+    written.append(_save(fig, run_dir / "accuracy_per_level.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [s["step"] for s in steps]
+    ax.plot(xs, [s["difficult_fraction"] for s in steps], label="difficult (all wrong, no hint)")
+    ax.plot(xs, [s["zero_advantage_fraction"] for s in steps], label="zero advantage (after hints)")
+    ax.set(xlabel="optimizer step", ylabel="fraction of groups", ylim=(-0.02, 1.02))
+    ax.set_title("Reward sparsity")
+    ax.legend(fontsize="small")
+    written.append(_save(fig, run_dir / "reward_sparsity.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    levels = _levels(steps, "groups_by_level")
+    bottom = [0.0] * len(steps)
+    for level in levels:
+        counts = [float(s["groups_by_level"].get(level, 0)) for s in steps]
+        ax.bar(
+            xs, counts, bottom=bottom, width=1.0, label="no hint" if level == "0" else f"hint level {level}"
+        )
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.set(xlabel="optimizer step", ylabel="groups in the batch")
+    ax.set_title("Groups by final hint level")
+    ax.legend(fontsize="small")
+    written.append(_save(fig, run_dir / "hint_levels.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
+    """Write `<run_dir>/report.md` (and the plots) from the history; `summary` holds run facts to print."""
+    run_dir = Path(run_dir)
+    steps, evals = load_history(run_dir)
+    lines = ["# ghpo run report", ""]
+    lines += [f"- **{key}**: {value}" for key, value in summary.items()]
+    lines += ["", "## Held-out accuracy (greedy, no hints)", ""]
+    change = accuracy_change(evals)
+    if change:
+        first_step, last_step = evals[0]["step"], evals[-1]["step"]
+        lines += [f"| level | step {first_step} | step {last_step} | change (points) |", "|---|---|---|---|"]
+        for level, (before, after) in change.items():
+            lines.append(f"| {level} | {before:.1%} | {after:.1%} | {100 * (after - before):+.1f} |")
+    else:
+        lines.append("No evaluation was recorded.")
+    lines += ["", "## Reward sparsity", ""]
+    if steps:
+        half = max(1, len(steps) // 2)
+        early, late = steps[:half], steps[half:] or steps[-1:]
+        lines += ["| figure | first half of the steps | second half |", "|---|---|---|"]
+        for key, label in (
+            ("difficult_fraction", "difficult fraction (all wrong without hints)"),
+            ("zero_advantage_fraction", "zero-advantage fraction (after hints)"),
+            ("plain_accuracy", "rollout accuracy without hints"),
+            ("hinted_accuracy", "rollout accuracy with hints"),
+        ):
+            early_values = [s[key] for s in early if s.get(key) is not None]
+            late_values = [s[key] for s in late if s.get(key) is not None]
+            lines.append(f"| {label} | {_fmt(_mean(early_values))} | {_fmt(_mean(late_values))} |")
+        totals: dict[str, int] = {}
+        for s in steps:
+            for level, count in s["groups_by_level"].items():
+                totals[level] = totals.get(level, 0) + int(count)
+        lines += [
+            "",
+            "Groups by final hint level over the run: "
+            + ", ".join(f"level {lvl}: {totals[lvl]}" for lvl in sorted(totals, key=int)),
+        ]
+    else:
+        lines.append("No training step was recorded.")
+    try:
+        plots = plot_history(run_dir, steps, evals) if steps or evals else []
+    except ImportError as exc:  # matplotlib is an optional extra
+        plots = []
+        lines += ["", f"Plots skipped: {exc}"]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

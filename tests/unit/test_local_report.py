@@ -1,0 +1,57 @@
+"""The `ghpo run` report: Markdown figures and PNG plots from the run's history file."""
+
+from __future__ import annotations
+
+from ghpo.local.report import append_history, load_history, write_report
+
+
+def _step(step, difficult, levels):
+    return {
+        "kind": "step",
+        "step": step,
+        "elapsed_s": float(step),
+        "difficult_fraction": difficult,
+        "zero_advantage_fraction": difficult / 2,
+        "groups_by_level": levels,
+        "plain_accuracy": 1 - difficult,
+        "hinted_accuracy": 0.25,
+        "reward_mean": 0.5,
+        "loss": 0.0,
+    }
+
+
+def test_report_states_accuracy_change_per_level_and_draws_the_three_plots(tmp_path):
+    append_history(tmp_path, {"kind": "eval", "step": 0, "accuracy_by_level": {"1": 0.9, "3": 0.05}})
+    for step in range(1, 5):
+        append_history(tmp_path, _step(step, 0.6 - 0.1 * step, {"0": 6, "1": 2, "3": step % 2}))
+    append_history(tmp_path, {"kind": "eval", "step": 4, "accuracy_by_level": {"1": 0.95, "3": 0.2}})
+
+    report = write_report(tmp_path, {"model": "tiny"}).read_text()
+
+    assert "| 3 | 5.0% | 20.0% | +15.0 |" in report
+    assert "| 1 | 90.0% | 95.0% | +5.0 |" in report
+    assert "level 0: 24, level 1: 8, level 3: 2" in report
+    # difficult fraction: steps 1-2 average 0.45, steps 3-4 average 0.25
+    assert "| difficult fraction (all wrong without hints) | 0.450 | 0.250 |" in report
+    for name in ("accuracy_per_level", "reward_sparsity", "hint_levels"):
+        png = tmp_path / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}]({name}.png)" in report
+
+
+def test_resumed_run_keeps_the_last_record_of_a_repeated_step(tmp_path):
+    append_history(tmp_path, _step(1, 0.5, {"0": 1}))
+    append_history(tmp_path, _step(2, 0.5, {"0": 1}))
+    append_history(tmp_path, _step(2, 0.1, {"0": 1}))  # step 2 again after --resume
+
+    steps, evals = load_history(tmp_path)
+
+    assert [s["step"] for s in steps] == [1, 2]
+    assert steps[1]["difficult_fraction"] == 0.1
+    assert evals == []
+
+
+def test_report_without_history_says_so(tmp_path):
+    report = write_report(tmp_path, {}).read_text()
+    assert "No evaluation was recorded." in report
+    assert "No training step was recorded." in report
