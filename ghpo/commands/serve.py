@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SERVICES = ("verifier", "broker", "inference")
+SERVICES = ("verifier", "broker", "inference", "rollout")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -43,6 +43,10 @@ class DropReason(StrEnum):
     gold_unparseable = "gold_unparseable"  # the gold answer cannot be parsed: never hinted, reported
     prompt_too_long = "prompt_too_long"
     shutdown = "shutdown"
+    broker_failed = "broker_failed"  # no plan could be had from the guidance broker
+    rewound = "rewound"  # queued or in flight when the cursor was moved (PUT /v1/cursor)
+    lease_lost = "lease_lost"  # its claim on the position expired and another server took it over
+    internal_error = "internal_error"  # an unexpected failure in the rollout server (logged)
 
 
 class Completion(WireModel):
@@ -110,6 +114,17 @@ class BatchAckResult(WireModel):
     acknowledged: bool = Field(description="False when the id was unknown or already acknowledged.")
 
 
+class RolloutCursor(WireModel):
+    """`GET/PUT /v1/cursor`: a position in the epoch's shuffled prompt order.
+
+    GET answers the *trained* cursor: the first position not yet acknowledged or dropped (everything
+    before it is settled). PUT moves drawing there; what was queued or in flight is dropped as `rewound`.
+    """
+
+    epoch: int = Field(ge=0, le=1_000_000)
+    position: int = Field(ge=0, le=10**9, description="Index into the epoch's shuffled order.")
+
+
 class RolloutStatus(WireModel):
     """`GET /v1/status`."""
 
@@ -119,6 +134,9 @@ class RolloutStatus(WireModel):
     unacked_batches: int = Field(ge=0, le=10**9)
     epoch: int = Field(ge=0, le=1_000_000)
     dropped: dict[DropReason, int] = Field(default_factory=dict, max_length=len(DropReason))
+    acked_groups: int = Field(0, ge=0, le=10**12, description="Groups in acknowledged batches, all time.")
+    trained_cursor: RolloutCursor | None = Field(None, description="As GET /v1/cursor.")
+    draw_cursor: RolloutCursor | None = Field(None, description="The next position to be drawn.")
 
 
 class PolicyVersionUpdate(WireModel):

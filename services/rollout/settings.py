@@ -1,0 +1,161 @@
+"""Settings of the rollout server (environment variables `GHPO_ROLLOUT_*`).
+
+Where the upstream services are (inference replicas as a list of URLs or one DNS name, verifier, broker),
+where the queue lives (Redis), the dataset and its shuffling seed, the GHPO algorithm knobs (mapped onto
+`GHPOConfig`), sampling, batching, the lag bound and the timeouts. Nothing here talks to Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from ghpo.shared.schemas.rollout import MAX_GROUP_SIZE, MAX_GROUPS_PER_BATCH
+from ghpo.shared.settings import ServiceSettings
+from ghpo.trainer.core.config import MAX_HINT_LEVELS, GHPOConfig
+
+Url = str
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GHPO_ROLLOUT_", extra="forbid", validate_default=True)
+
+    port: int = Field(8104, ge=1, le=65535, description="TCP port to listen on.")
+    # --- upstream services
+    inference_urls: list[Url] = Field(
+        default_factory=list, max_length=1024, description="Inference replica base URLs (JSON list)."
+    )
+    inference_dns: str | None = Field(
+        None,
+        max_length=2048,
+        description="One URL whose host name resolves to many replicas (a headless service); re-resolved "
+        "every dns_refresh_s. Used in addition to inference_urls.",
+    )
+    dns_refresh_s: float = Field(30.0, ge=0.5, le=3600.0, description="How often inference_dns is resolved.")
+    verifier_url: Url = Field("http://127.0.0.1:8101", max_length=2048, description="Verifier base URL.")
+    broker_url: Url = Field("http://127.0.0.1:8102", max_length=2048, description="Guidance broker base URL.")
+    upstream_token: str | None = Field(
+        None, max_length=4096, description="Bearer token sent to the upstream services (None: none)."
+    )
+    generate_timeout_s: float = Field(
+        600.0, ge=1.0, le=7200.0, description="Time limit of one /v1/generate call (one round)."
+    )
+    upstream_timeout_s: float = Field(
+        60.0, ge=0.5, le=3600.0, description="Time limit of one verifier or broker call."
+    )
+    upstream_budget_s: float = Field(
+        120.0, ge=1.0, le=7200.0, description="Total time retries of one verifier/broker call may take."
+    )
+    replica_attempts: int = Field(
+        3, ge=1, le=100, description="Replicas one generation round is tried on before its groups drop."
+    )
+    eject_s: float = Field(
+        5.0, ge=0.1, le=3600.0, description="A failing replica is out this long before it is probed back."
+    )
+    # --- queue and state
+    redis_url: str = Field("redis://127.0.0.1:6379/0", max_length=2048, description="redis:// URL.")
+    redis_timeout_s: float = Field(5.0, ge=0.05, le=60.0, description="Socket timeout of Redis calls.")
+    key_prefix: str = Field(
+        "ghpo:rollout:",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9:._-]+$",
+        description="Prefix of every Redis key; rollout servers feeding one trainer share it.",
+    )
+    batch_groups: int = Field(
+        8, ge=1, le=MAX_GROUPS_PER_BATCH, description="Whole groups per delivered batch."
+    )
+    ack_timeout_s: float = Field(
+        300.0, ge=0.1, le=86400.0, description="An unacknowledged batch is redelivered after this long."
+    )
+    claim_ttl_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86400.0,
+        description="A drawn position whose server stops renewing its claim this long is drawn again.",
+    )
+    max_policy_lag: int = Field(
+        1, ge=0, le=1000, description="Groups older than trainer version - this are dropped at delivery."
+    )
+    producer_enabled: bool = Field(True, description="Run the producer (False: a delivery-only server).")
+    prompts_per_step: int = Field(
+        8, ge=1, le=4096, description="Prompts drawn per GHPO step (one plan, one generate call per round)."
+    )
+    max_concurrent_steps: int = Field(
+        3, ge=1, le=256, description="Steps in progress at once; > 1 keeps the engines busy between rounds."
+    )
+    # --- dataset
+    dataset: str = Field(
+        "arith",
+        min_length=1,
+        max_length=4096,
+        description="'arith' (synthetic task, train split) or a JSONL/Parquet path / HF name for load_prompts.",
+    )
+    dataset_split: str | None = Field(None, max_length=128, description="Split for a HF dataset.")
+    arith_per_level: int = Field(200, ge=1, le=1_000_000, description="arith: problems per level.")
+    arith_levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, max_length=16, description="arith levels."
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of the epoch shuffles and the generation seeds."
+    )
+    # --- GHPO (see GHPOConfig for what each means)
+    hint_ladder: tuple[float, ...] = Field(
+        (0.25, 0.5, 0.75), min_length=1, max_length=MAX_HINT_LEVELS, description="Hint ratios of levels 1..L."
+    )
+    cold_start_steps: int = Field(20, ge=0, le=1_000_000, description="No hints while trainer step < this.")
+    hint_cut: Literal["char", "line"] = Field("char", description="Where the solution is cut for a hint.")
+    condition_on: Literal["hinted", "plain"] = Field("hinted", description="Prompt the group trains on.")
+    advantage_eps: float = Field(1e-4, gt=0.0, le=1.0, description="Added to the group std.")
+    scale_advantages: bool = Field(True, description="Divide advantages by the group std.")
+    # --- sampling
+    group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="G: completions per prompt.")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(
+        1024,
+        ge=1,
+        le=131_072,
+        description="Most completion tokens; prompt + this must fit inference max_model_len.",
+    )
+    reward_weights: dict[str, float] | None = Field(
+        None, max_length=32, description="Verifier reward weights (None: the verifier's default)."
+    )
+    include_text: bool = Field(True, description="Send completion texts in batches (debugging, logs).")
+
+    @field_validator("inference_dns", "upstream_token", "dataset_split", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("hint_ladder", mode="after")
+    @classmethod
+    def _ladder(cls, ladder: tuple[float, ...]) -> tuple[float, ...]:
+        try:
+            GHPOConfig(hint_ladder=ladder)  # GHPOConfig's own rules: increasing, each in (0, 1)
+        except ValidationError as exc:
+            raise ValueError("; ".join(e["msg"] for e in exc.errors())) from None
+        return ladder
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.inference_urls and self.inference_dns is None and self.producer_enabled:
+            raise ValueError("give inference_urls or inference_dns (or set producer_enabled=false)")
+        return self
+
+    def ghpo_config(self) -> GHPOConfig:
+        return GHPOConfig(
+            hint_ladder=self.hint_ladder,
+            cold_start_steps=self.cold_start_steps,
+            hint_cut=self.hint_cut,
+            condition_on=self.condition_on,
+            advantage_eps=self.advantage_eps,
+            scale_advantages=self.scale_advantages,
+        )
+
+    @property
+    def admission_groups(self) -> int:
+        """Groups allowed queued, in flight or delivered-unacked: (max_policy_lag + 1) x batch_groups."""
+        return (self.max_policy_lag + 1) * self.batch_groups
