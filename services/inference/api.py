@@ -3,7 +3,8 @@
 Generation: chat prompts are rendered with the model's chat template here, token-id prompts are used
 as-is; prompt length (422) and request size (413) are checked before anything reaches the engine, and
 each sample reports the version it was produced under (see engine.UpdateGate). Weight updates: begin,
-chunks (raw safetensors bodies), commit, abort; validation lives in weights.py. Not here: the engine,
+chunks (raw safetensors bodies, or raw byte-range slices of one big tensor), commit, abort; validation
+lives in weights.py and slices.py. Not here: the engine,
 the app shell (app.py).
 """
 
@@ -14,10 +15,12 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
 
 from ghpo.services.inference import metrics
 from ghpo.services.inference.engine import SamplingSpec, UpdateGate
 from ghpo.services.inference.settings import Settings
+from ghpo.services.inference.slices import validate_slice_body
 from ghpo.services.inference.weights import WeightUpdates, validate_chunk
 from ghpo.shared.errors import Conflict, GhpoError, PayloadTooLarge, Unavailable, Unprocessable
 from ghpo.shared.schemas.common import Sha256Hex
@@ -26,6 +29,8 @@ from ghpo.shared.schemas.inference import (
     GenerateResponse,
     PromptResult,
     Sample,
+    TensorSlice,
+    WeightChunkHeader,
     WeightChunkReceipt,
     WeightsStatus,
     WeightUpdateBegin,
@@ -41,6 +46,8 @@ def _runtime(request: Request) -> Any:
     if runtime is None or runtime.engine is None:
         detail = f": {runtime.load_error}" if runtime is not None and runtime.load_error else ""
         raise Unavailable(f"engine is not loaded yet{detail}", retry_after=5.0)
+    if not runtime.engine.healthy():  # died, or stuck/half-loaded after a failed NCCL update
+        raise Unavailable("engine failed; the service must be restarted (see /readyz)", retry_after=30.0)
     return runtime
 
 
@@ -147,6 +154,7 @@ def _status(runtime: Any) -> WeightsStatus:
         pending_update=updates.pending.update_id if updates.pending else None,
         max_chunk_bytes=updates.max_chunk_bytes,
         last_update_seconds=updates.last_update_seconds,
+        nccl_workers=runtime.engine.nccl_workers,
     )
 
 
@@ -165,20 +173,43 @@ async def begin_update(body: WeightUpdateBegin, request: Request) -> WeightUpdat
     )
 
 
+def _chunk_slice(
+    index: int, checksum: str, tensor: str | None, start: int | None, stop: int | None
+) -> TensorSlice | None:
+    """The slice a chunk's query parameters name (None: a safetensors chunk), or a 422 naming the field."""
+    try:
+        return WeightChunkHeader(
+            index=index, checksum=checksum, tensor=tensor, start=start, stop=stop
+        ).slice()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        default = "stop" if exc.title == "TensorSlice" else "tensor"  # model-level checks have no location
+        where = ".".join(str(p) for p in first.get("loc", ())) or default
+        raise Unprocessable(f"{where}: {first.get('msg', 'invalid')}", field=where) from None
+
+
 @router.put("/weights/updates/{update_id}/chunks/{index}", response_model=WeightChunkReceipt)
 async def put_chunk(
     update_id: str,
     index: int,
     request: Request,
     checksum: Annotated[Sha256Hex, Query(description="SHA-256 of the body.")],
+    tensor: Annotated[str | None, Query(max_length=512, description="Sliced tensor's name.")] = None,
+    start: Annotated[int | None, Query(ge=0, description="First byte of the slice.")] = None,
+    stop: Annotated[int | None, Query(ge=1, description="End (exclusive) of the slice.")] = None,
 ) -> WeightChunkReceipt:
-    """One chunk: a safetensors file as the raw body."""
+    """One chunk: a safetensors file as the raw body, or with `tensor`/`start`/`stop` a slice's raw bytes."""
     runtime = _runtime(request)
     updates: WeightUpdates = runtime.updates
+    piece = _chunk_slice(index, checksum, tensor, start, stop)
     body = await request.body()
-    pending = updates.precheck_chunk(update_id, index, len(body), checksum)
+    pending = updates.precheck_chunk(update_id, index, len(body), checksum, piece)
     repeated = pending is None
-    if pending is not None:
+    if pending is not None and piece is not None:
+        spec = pending.specs[piece.tensor]
+        await asyncio.to_thread(validate_slice_body, body, checksum, spec, index)
+        updates.store_slice(pending, index, body, checksum, piece)
+    elif pending is not None:
         names = await asyncio.to_thread(validate_chunk, body, checksum, pending, index)
         updates.store_chunk(pending, index, body, checksum, names)
     current = updates.get(update_id)

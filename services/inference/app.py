@@ -23,8 +23,10 @@ from fastapi import FastAPI
 from ghpo.services.inference import metrics
 from ghpo.services.inference.api import router
 from ghpo.services.inference.engine import Engine, UpdateGate
+from ghpo.services.inference.nccl_api import router as nccl_router
 from ghpo.services.inference.settings import Settings
-from ghpo.services.inference.weights import WeightUpdates, checkpoint_spec
+from ghpo.services.inference.specs import checkpoint_spec
+from ghpo.services.inference.weights import WeightUpdates
 from ghpo.shared.app import create_service_app
 from ghpo.shared.logs import get_logger
 
@@ -122,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"engine": runtime is not None and runtime.engine is not None and runtime.engine.healthy()}
 
     app = create_service_app(
-        name="inference", settings=settings, routers=[router], readiness=readiness, lifespan=lifespan
+        name="inference",
+        settings=settings,
+        routers=[router, nccl_router],
+        readiness=readiness,
+        lifespan=lifespan,
     )
     return app

@@ -3,7 +3,8 @@ weights version.
 
 An `Engine` generates `n` samples for each of many token-id prompts and loads a new set of weights from a
 folder of safetensors files. Chat templating, validation and versioning live outside it (api.py,
-weights.py), so any engine (vLLM on CPU or GPU, a future one) plugs in by implementing three methods.
+weights.py), so any engine (vLLM on CPU or GPU, a future one) plugs in by implementing `Engine`
+(an engine that cannot receive NCCL updates reports `nccl_workers == 0`).
 
 `UpdateGate` is the policy for requests in flight during an update: **they finish on the old weights**.
 A commit closes the gate (new generate calls wait, they are paused, not refused), waits until the
@@ -58,7 +59,20 @@ class Engine(Protocol):
         ...
 
     def healthy(self) -> bool:
-        """False once the engine has died (readiness then fails)."""
+        """False once the engine has died or was marked failed (readiness then fails)."""
+        ...
+
+    @property
+    def nccl_workers(self) -> int:
+        """GPU workers that join an NCCL weight update; 0 when the engine cannot receive one (CPU)."""
+        ...
+
+    async def receive_nccl(self, init_info: dict, update_info: dict) -> None:
+        """Join trainer rank 0's NCCL group and load the weights it broadcasts (vLLM weight-transfer API)."""
+        ...
+
+    def fail(self, reason: str) -> None:
+        """Mark the engine unusable (e.g. stuck in an NCCL call, or holding half-loaded weights)."""
         ...
 
     async def close(self) -> None: ...

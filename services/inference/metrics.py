@@ -35,7 +35,9 @@ INFLIGHT = Gauge(
 WEIGHTS_VERSION = Gauge("ghpo_inference_weights_version", "Policy version being served.", registry=REGISTRY)
 ENGINE_READY = Gauge("ghpo_inference_engine_ready", "1 once the engine has loaded.", registry=REGISTRY)
 UPDATE_BYTES = Counter(
-    "ghpo_inference_weight_update_bytes", "Weight-update chunk bytes accepted.", registry=REGISTRY
+    "ghpo_inference_weight_update_bytes",
+    "Weight-update bytes accepted: HTTP chunk bodies, NCCL tensor bytes.",
+    registry=REGISTRY,
 )
 UPDATE_DURATION = Histogram(
     "ghpo_inference_weight_update_duration_seconds",
@@ -59,6 +61,9 @@ UPDATE_FAILURE_REASONS = (
     "checksum",
     "drain_timeout",
     "engine",
+    "not_gpu",
+    "nccl",
+    "nccl_timeout",
 )
 for _reason in UPDATE_FAILURE_REASONS:
     UPDATE_FAILURES.labels(reason=_reason)

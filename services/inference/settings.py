@@ -72,6 +72,14 @@ class Settings(ServiceSettings):
         "it the commit gets 503 and the update stays pending.",
     )
 
+    nccl_timeout_s: float = Field(
+        300.0,
+        ge=1.0,
+        le=3600.0,
+        description="CUDA only: default time limit of a whole NCCL weight update (rendezvous with the trainer, "
+        "drain, broadcast); past it the served version stays and the engine is restarted.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.max_chunk_bytes > self.max_body_bytes:

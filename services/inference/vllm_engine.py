@@ -9,8 +9,10 @@ for OpenMP setup), so start-up costs three Python imports of vLLM (~40 s on a bu
 
 Weights: `collective_rpc("ghpo_reload_weights", folder)` (vllm_worker.py: vLLM's in-place
 `reload_weights` of every *.safetensors in the folder, plus a fix for tied embeddings) swaps weights
-in a few hundredths of a second for the tiny model. The caller (the update gate) guarantees no
-request is running meanwhile. Log-probs are requested as `logprobs=0`: only the sampled token's.
+in a few hundredths of a second for the tiny model. On CUDA the engine is also built with vLLM's
+NCCL weight-transfer backend, and `receive_nccl` runs its init -> start -> update -> finish cycle (the
+trainer broadcasting as rank 0, one new NCCL group per update, released after it) then re-ties the
+output head. The caller (the update gate) guarantees no request is running meanwhile. Log-probs are requested as `logprobs=0`: only the sampled token's.
 Not here: versions, validation (weights.py), HTTP.
 """
 
@@ -57,6 +59,8 @@ def engine_args(
         extra["enforce_eager"] = True  # torch.compile buys nothing on CPU and costs start-up time
     else:
         extra["gpu_memory_utilization"] = gpu_memory_utilization
+        # The worker builds its NCCL weight-transfer engine at start-up (receive_nccl uses it).
+        extra["weight_transfer_config"] = {"backend": "nccl"}
     return AsyncEngineArgs(
         model=model,
         dtype=dtype,
@@ -74,8 +78,10 @@ def engine_args(
 class VllmEngine:
     """`Engine` backed by vLLM's `AsyncLLM`. Build with `await VllmEngine.start(...)`."""
 
-    def __init__(self, llm: Any):
+    def __init__(self, llm: Any, device: str = "cpu"):
         self._llm = llm
+        self.device = device
+        self._failed: str | None = None
 
     @classmethod
     async def start(cls, **kwargs: Any) -> VllmEngine:
@@ -86,7 +92,34 @@ class VllmEngine:
         # Building spawns the engine core and waits for it to load the model: blocking, so off the loop.
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         log.info("vLLM engine ready in %.1f s (model %s)", time.monotonic() - started, kwargs["model"])
-        return cls(llm)
+        return cls(llm, kwargs["device"])
+
+    @property
+    def nccl_workers(self) -> int:
+        return 1 if self.device == "cuda" else 0  # no tensor/pipeline parallelism configured
+
+    async def receive_nccl(self, init_info: dict, update_info: dict) -> None:
+        from vllm.distributed.weight_transfer.base import (
+            WeightTransferInitRequest,
+            WeightTransferUpdateRequest,
+        )
+
+        await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info))
+        try:
+            await self._llm.start_weight_update()
+            await self._llm.update_weights(WeightTransferUpdateRequest(update_info=update_info))
+            await self._llm.finish_weight_update()
+        except Exception:  # the worker answered, so it is not stuck: release the group. Not on
+            # cancellation (timeout): the worker is then blocked in an NCCL call and would never answer.
+            await self._llm.shutdown_weight_transfer_engine()
+            raise
+        await self._llm.shutdown_weight_transfer_engine()
+        await self._llm.collective_rpc("ghpo_retie_head")
+        await self._llm.reset_prefix_cache()
+
+    def fail(self, reason: str) -> None:
+        log.error("engine marked failed: %s", reason)
+        self._failed = reason
 
     async def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Completion]]:
         return list(await asyncio.gather(*(self._one(ids, spec, i) for i, ids in enumerate(prompts))))
@@ -138,7 +171,7 @@ class VllmEngine:
         await self._llm.reset_prefix_cache()
 
     def healthy(self) -> bool:
-        return not self._llm.errored
+        return self._failed is None and not self._llm.errored
 
     async def close(self) -> None:
         await asyncio.to_thread(self._llm.shutdown)

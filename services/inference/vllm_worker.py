@@ -1,7 +1,8 @@
 """Methods added to vLLM's worker processes (`worker_extension_cls`), called by name with `collective_rpc`.
 
 `ghpo_reload_weights(folder)` is vLLM's own in-place `reload_weights` (every *.safetensors in `folder`,
-checkpoint names, any float dtype) followed by re-tying the output head to the input embedding. Why:
+checkpoint names, any float dtype) followed by re-tying the output head to the input embedding
+(`ghpo_retie_head`, also called after an NCCL weight transfer). Why:
 in vLLM 0.32 the layer-wise reload gives `embed_tokens` a fresh tensor, so a model with tied embeddings
 (small Qwen2 models, our tiny model) keeps the *old* matrix in `lm_head` (and, on CPU, its old packed
 GEMM weight) and samples from a mix of two versions (measured: sampled-token log-probs off by ~1.5 nats
@@ -18,6 +19,13 @@ class GhpoWorkerExtension:
     def ghpo_reload_weights(self, folder: str) -> bool:
         """Load `folder` in place; returns whether the output head was re-tied."""
         self.reload_weights(weights_path=folder)  # type: ignore[attr-defined]
+        return self.ghpo_retie_head()
+
+    def ghpo_retie_head(self) -> bool:
+        """Re-tie the output head to the (freshly reloaded) input embedding, if the model ties them.
+
+        Also needed after an NCCL update: vLLM's weight-transfer engine uses the same layer-wise reload.
+        """
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         config = getattr(model, "config", None)
         embed = getattr(getattr(model, "model", None), "embed_tokens", None)

@@ -3,7 +3,8 @@
 Protocol (schemas in ghpo.shared.schemas.inference): `begin` announces a version, every tensor (name,
 dtype, shape), the byte count, chunk count and the SHA-256 of all chunk bodies in index order; each
 `chunk` is a safetensors file as raw bytes with its own SHA-256; `commit` applies the update only if
-every chunk and tensor arrived and the overall checksum matches. Checked, each refused with a 4xx naming
+every chunk and tensor arrived and the overall checksum matches. A tensor bigger than a chunk arrives
+as byte-range slices, reassembled on disk (slices.py). Checked, each refused with a 4xx naming
 the problem before anything is served: unknown/missing tensor names, shapes, non-float dtypes, a tensor
 sent twice or not announced, NaN/Inf values, bad chunk bytes or checksum, a version not newer than the
 served one (409). Chunks are written to a staging folder as they arrive (memory stays one chunk per
@@ -15,54 +16,16 @@ restarting an interrupted push). Not here: HTTP, the drain of in-flight requests
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
-import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghpo.services.inference import metrics
+from ghpo.services.inference.slices import SlicedTensor, check_slice
+from ghpo.services.inference.specs import check_specs, fail
 from ghpo.shared.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
-from ghpo.shared.schemas.inference import TensorSpec, WeightUpdateBegin
-
-# safetensors header dtype codes <-> wire names
-_ST_DTYPES = {
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F64": "float64",
-    "I64": "int64",
-    "I32": "int32",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-FLOAT_DTYPES = frozenset({"float32", "float16", "bfloat16"})
-
-
-def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
-    """{name: (dtype, shape)} from a safetensors file's JSON header, without reading the tensors."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return {name: (_ST_DTYPES.get(v["dtype"], v["dtype"]), list(v["shape"])) for name, v in header.items()}
-
-
-def checkpoint_spec(model_dir: Path) -> dict[str, list[int]]:
-    """{tensor name: shape} of a model folder's safetensors files: the names an update must send."""
-    spec: dict[str, list[int]] = {}
-    for path in sorted(model_dir.glob("*.safetensors")):
-        spec.update({name: shape for name, (_, shape) in read_safetensors_header(path).items()})
-    if not spec:
-        raise FileNotFoundError(f"no *.safetensors files in {model_dir}")
-    return spec
-
-
-def _fail(reason: str, exc: Exception) -> Exception:
-    metrics.UPDATE_FAILURES.labels(reason=reason).inc()
-    return exc
+from ghpo.shared.schemas.inference import TensorSlice, TensorSpec, WeightUpdateBegin
 
 
 @dataclass
@@ -73,7 +36,9 @@ class PendingUpdate:
     specs: dict[str, TensorSpec]
     chunks: dict[int, str] = field(default_factory=dict)  # index -> sha256
     chunk_bytes: dict[int, int] = field(default_factory=dict)
-    received: set[str] = field(default_factory=set)
+    received: set[str] = field(default_factory=set)  # tensors that arrived whole
+    sliced: dict[str, SlicedTensor] = field(default_factory=dict)  # tensors arriving in slices
+    slice_chunks: dict[int, TensorSlice] = field(default_factory=dict)  # index -> the slice it carried
 
     def missing_chunks(self) -> list[int]:
         return [i for i in range(self.begin.num_chunks) if i not in self.chunks]
@@ -85,34 +50,34 @@ def validate_chunk(body: bytes, checksum: str, pending: PendingUpdate, index: in
     from safetensors.torch import load
 
     if hashlib.sha256(body).hexdigest() != checksum:
-        raise _fail(
+        raise fail(
             "bad_chunk",
             Unprocessable(f"chunk {index}: body does not match its checksum (truncated?)", field="checksum"),
         )
     try:
         tensors = load(body)
     except Exception as exc:  # safetensors raises its own error type for malformed bytes
-        raise _fail(
+        raise fail(
             "bad_chunk", Unprocessable(f"chunk {index}: not a safetensors file: {exc}", field="body")
         ) from exc
     if not tensors:
-        raise _fail("bad_chunk", Unprocessable(f"chunk {index}: holds no tensors", field="body"))
+        raise fail("bad_chunk", Unprocessable(f"chunk {index}: holds no tensors", field="body"))
     names = set()
     for name, tensor in tensors.items():
         spec = pending.specs.get(name)
         if spec is None:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Unprocessable(f"chunk {index}: tensor {name!r} was not announced in begin", field="body"),
             )
-        if name in pending.received:
-            raise _fail(
+        if name in pending.received or name in pending.sliced:
+            raise fail(
                 "bad_chunk",
                 Conflict(f"chunk {index}: tensor {name!r} already arrived in another chunk", field="body"),
             )
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype != spec.dtype or list(tensor.shape) != spec.shape:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Unprocessable(
                     f"chunk {index}: tensor {name!r} is {dtype}{list(tensor.shape)}, announced "
@@ -121,7 +86,7 @@ def validate_chunk(body: bytes, checksum: str, pending: PendingUpdate, index: in
                 ),
             )
         if not bool(torch.isfinite(tensor).all()):
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Unprocessable(f"chunk {index}: tensor {name!r} has NaN or Inf values", field="body"),
             )
@@ -154,7 +119,7 @@ class WeightUpdates:
     def begin(self, body: WeightUpdateBegin, served_version: int) -> PendingUpdate:
         self._refuse_while_committing()
         if body.version <= served_version:
-            raise _fail(
+            raise fail(
                 "stale_version",
                 Conflict(
                     f"version {body.version} is not newer than the served version {served_version}",
@@ -162,52 +127,14 @@ class WeightUpdates:
                 ),
             )
         if body.total_bytes > self.max_update_bytes:
-            raise _fail(
+            raise fail(
                 "bad_spec",
                 PayloadTooLarge(
                     f"total_bytes {body.total_bytes} exceeds max_update_bytes {self.max_update_bytes}",
                     field="total_bytes",
                 ),
             )
-        specs: dict[str, TensorSpec] = {}
-        for i, spec in enumerate(body.tensors):
-            where = f"tensors.{i}"
-            if spec.name in specs:
-                raise _fail(
-                    "bad_spec", Unprocessable(f"tensor {spec.name!r} is listed twice", field=f"{where}.name")
-                )
-            shape = self.expected.get(spec.name)
-            if shape is None:
-                raise _fail(
-                    "bad_spec",
-                    Unprocessable(
-                        f"unknown tensor name {spec.name!r} (not in the served checkpoint)",
-                        field=f"{where}.name",
-                    ),
-                )
-            if spec.shape != shape:
-                raise _fail(
-                    "bad_spec",
-                    Unprocessable(
-                        f"tensor {spec.name!r} has shape {spec.shape}, the model expects {shape}",
-                        field=f"{where}.shape",
-                    ),
-                )
-            if spec.dtype not in FLOAT_DTYPES:
-                raise _fail(
-                    "bad_spec",
-                    Unprocessable(
-                        f"tensor {spec.name!r} has dtype {spec.dtype}; weights must be one of {sorted(FLOAT_DTYPES)}",
-                        field=f"{where}.dtype",
-                    ),
-                )
-            specs[spec.name] = spec
-        missing = sorted(set(self.expected) - set(specs))
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise _fail(
-                "bad_spec", Unprocessable(f"update must carry every weight; missing {shown}", field="tensors")
-            )
+        specs = check_specs(body.tensors, self.expected)
         self.discard()
         update_id = f"u{body.version}-{uuid.uuid4().hex[:12]}"
         folder = self.staging_root / update_id
@@ -227,17 +154,22 @@ class WeightUpdates:
             )
         return self.pending
 
-    def precheck_chunk(self, update_id: str, index: int, size: int, checksum: str) -> PendingUpdate | None:
-        """The pending update the chunk belongs to, or None when it is an exact repeat (no-op)."""
+    def precheck_chunk(
+        self, update_id: str, index: int, size: int, checksum: str, piece: TensorSlice | None = None
+    ) -> PendingUpdate | None:
+        """The pending update the chunk belongs to, or None when it is an exact repeat (no-op).
+
+        `piece`: the tensor slice the body carries (raw bytes), None for a safetensors chunk.
+        """
         self._refuse_while_committing()
         pending = self.get(update_id)
         if index >= pending.begin.num_chunks:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Unprocessable(f"chunk index {index} >= num_chunks {pending.begin.num_chunks}", field="index"),
             )
         if size > self.max_chunk_bytes:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 PayloadTooLarge(
                     f"chunk {index} has {size} bytes; max_chunk_bytes is {self.max_chunk_bytes}", field="body"
@@ -246,17 +178,19 @@ class WeightUpdates:
         if index in pending.chunks:
             if pending.chunks[index] == checksum:
                 return None
-            raise _fail(
+            raise fail(
                 "bad_chunk", Conflict(f"chunk {index} already arrived with different bytes", field="index")
             )
         if sum(pending.chunk_bytes.values()) + size > pending.begin.total_bytes:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Unprocessable(
                     f"chunk {index} takes the upload past total_bytes {pending.begin.total_bytes}",
                     field="body",
                 ),
             )
+        if piece is not None:
+            check_slice(piece, size, index, pending.specs, pending.received, pending.sliced)
         return pending
 
     def store_chunk(
@@ -266,9 +200,9 @@ class WeightUpdates:
             raise NotFound(
                 f"weight update {pending.update_id!r} was replaced by a newer one", field="update_id"
             )
-        clash = names & pending.received
+        clash = names & (pending.received | pending.sliced.keys())
         if clash:
-            raise _fail(
+            raise fail(
                 "bad_chunk",
                 Conflict(f"chunk {index}: tensor {sorted(clash)[0]!r} already arrived", field="body"),
             )
@@ -278,10 +212,30 @@ class WeightUpdates:
         pending.received |= names
         metrics.UPDATE_BYTES.inc(len(body))
 
+    def store_slice(
+        self, pending: PendingUpdate, index: int, body: bytes, checksum: str, piece: TensorSlice
+    ) -> None:
+        """Write a validated slice into its tensor's file; re-checked here, as another request may have
+        delivered overlapping bytes while this one was being validated off the event loop."""
+        if self.pending is not pending:
+            raise NotFound(
+                f"weight update {pending.update_id!r} was replaced by a newer one", field="update_id"
+            )
+        spec = check_slice(piece, len(body), index, pending.specs, pending.received, pending.sliced)
+        sliced = pending.sliced.get(piece.tensor)
+        if sliced is None:
+            path = pending.folder / f"sliced-{len(pending.sliced):06d}.safetensors"
+            sliced = pending.sliced[piece.tensor] = SlicedTensor.create(spec, path)
+        sliced.write(piece.start, body)
+        pending.chunks[index] = checksum
+        pending.chunk_bytes[index] = len(body)
+        pending.slice_chunks[index] = piece
+        metrics.UPDATE_BYTES.inc(len(body))
+
     def verify_complete(self, pending: PendingUpdate, version: int, checksum: str) -> None:
         """Raise unless `pending` is complete and its bytes are exactly the announced ones."""
         if version != pending.begin.version:
-            raise _fail(
+            raise fail(
                 "bad_spec",
                 Conflict(
                     f"commit names version {version}, the update announced {pending.begin.version}",
@@ -290,22 +244,33 @@ class WeightUpdates:
             )
         missing = pending.missing_chunks()
         if missing:
-            raise _fail(
+            raise fail(
                 "incomplete",
                 Unprocessable(
                     f"upload incomplete: chunks {missing[:10]} of {pending.begin.num_chunks} missing",
                     field="chunks",
                 ),
             )
-        absent = sorted(set(pending.specs) - pending.received)
+        absent = sorted(set(pending.specs) - pending.received - pending.sliced.keys())
         if absent:
-            raise _fail(
+            raise fail(
                 "incomplete",
                 Unprocessable(f"upload incomplete: tensors {absent[:5]} never arrived", field="tensors"),
             )
+        for name, sliced in pending.sliced.items():
+            gap = sliced.first_gap()
+            if gap is not None:
+                raise fail(
+                    "incomplete",
+                    Unprocessable(
+                        f"upload incomplete: bytes [{gap[0]}, {gap[1]}) of tensor {name!r} never arrived "
+                        f"(a slice is missing)",
+                        field="tensors",
+                    ),
+                )
         total = sum(pending.chunk_bytes.values())
         if total != pending.begin.total_bytes:
-            raise _fail(
+            raise fail(
                 "incomplete",
                 Unprocessable(
                     f"received {total} bytes, announced total_bytes {pending.begin.total_bytes}",
@@ -314,12 +279,16 @@ class WeightUpdates:
             )
         digest = hashlib.sha256()
         for index in range(pending.begin.num_chunks):
+            piece = pending.slice_chunks.get(index)
+            if piece is not None:  # slice bodies live in their tensor's file, not as chunk files
+                pending.sliced[piece.tensor].hash_range(digest, piece.start, piece.stop)
+                continue
             with open(pending.folder / f"chunk-{index:06d}.safetensors", "rb") as f:
                 while block := f.read(1 << 20):
                     digest.update(block)
         if checksum != pending.begin.checksum or digest.hexdigest() != checksum:
             self.discard()
-            raise _fail(
+            raise fail(
                 "checksum",
                 Unprocessable(
                     "checksum of all chunks does not match the announced one; update discarded",
@@ -336,6 +305,16 @@ class WeightUpdates:
         self.pending = None
         metrics.UPDATES.inc()
         metrics.UPDATE_DURATION.observe(seconds)
+
+    def served_in_engine_only(self, seconds: float, nbytes: int) -> None:
+        """A version arrived by NCCL: the engine holds the only copy; the old staged folder is stale."""
+        if self.served_folder is not None:
+            shutil.rmtree(self.served_folder, ignore_errors=True)
+        self.served_folder = None
+        self.last_update_seconds = seconds
+        metrics.UPDATES.inc()
+        metrics.UPDATE_DURATION.observe(seconds)
+        metrics.UPDATE_BYTES.inc(nbytes)
 
     def discard(self) -> None:
         self._refuse_while_committing()

@@ -7,8 +7,11 @@ log-probs), the finish reason and the policy version the sample was produced und
 
 Weight updates (HTTP path, CPU and multi-host): `begin` announces a version with its tensor specs and the
 SHA-256 of all chunk bytes in order; `chunk`s carry safetensors bytes as the raw request body (metadata in
-`WeightChunkHeader` query parameters), each with its own SHA-256; `commit` makes the version served only
-if every announced tensor arrived and the checksum matches. Versions are monotonic: a version not greater
+`WeightChunkHeader` query parameters), each with its own SHA-256; a tensor larger than a chunk travels
+instead as byte-range slices (`TensorSlice`: the chunk's raw body is those bytes of the tensor); `commit`
+makes the version served only if every announced tensor (every byte of a sliced one) arrived and the
+checksum matches. On GPU the trainer can instead broadcast the weights over NCCL
+(`NcclUpdateRequest`, vLLM's weight-transfer API). Versions are monotonic: a version not greater
 than the served one is refused (409). Tensor names are the checkpoint's (Hugging Face) names as
 stored in the served model's safetensors files; an update carries every one of them (a tied `lm_head`
 is not stored, so it is not sent). Requests in flight during a commit finish on the old weights; new
@@ -136,15 +139,50 @@ class WeightUpdateSession(WireModel):
     max_chunk_bytes: int = Field(ge=1, le=MAX_WEIGHTS_BYTES)
 
 
-class WeightChunkHeader(WireModel):
-    """`PUT /v1/weights/updates/{update_id}/chunks/{index}?checksum=...`; body: one safetensors file.
+class TensorSlice(WireModel):
+    """Bytes `[start, stop)` of one announced tensor (C order, its announced dtype, little-endian).
 
-    `index` (path) is 0..num_chunks-1; each announced tensor must be in exactly one chunk. A chunk re-sent
-    with identical bytes is accepted again (a retry); with different bytes it is a 409.
+    Bounds are multiples of the dtype's size; the slices of a tensor cover it exactly once.
+    """
+
+    tensor: Annotated[str, Field(min_length=1, max_length=512)]
+    start: int = Field(ge=0, le=MAX_WEIGHTS_BYTES)
+    stop: int = Field(ge=1, le=MAX_WEIGHTS_BYTES)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorSlice:
+        if self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be greater than start ({self.start})")
+        return self
+
+
+class WeightChunkHeader(WireModel):
+    """`PUT /v1/weights/updates/{update_id}/chunks/{index}?checksum=...[&tensor=&start=&stop=]`.
+
+    Body: one safetensors file holding whole tensors, or, when `tensor`, `start` and `stop` are given
+    (all three or none), the raw bytes of that `TensorSlice`. `index` (path) is 0..num_chunks-1; each
+    announced tensor is either in exactly one chunk or split over slice chunks covering all its bytes
+    exactly once. A chunk re-sent with identical bytes is accepted again (a retry); with different bytes
+    it is a 409.
     """
 
     index: int = Field(ge=0, le=999_999)
     checksum: Sha256Hex = Field(description="SHA-256 of this chunk's body.")
+    tensor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    start: int | None = Field(None, ge=0, le=MAX_WEIGHTS_BYTES)
+    stop: int | None = Field(None, ge=1, le=MAX_WEIGHTS_BYTES)
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> WeightChunkHeader:
+        given = [v is not None for v in (self.tensor, self.start, self.stop)]
+        if any(given) and not all(given):
+            raise ValueError("a slice chunk needs all of 'tensor', 'start' and 'stop'")
+        return self
+
+    def slice(self) -> TensorSlice | None:
+        if self.tensor is None or self.start is None or self.stop is None:
+            return None
+        return TensorSlice(tensor=self.tensor, start=self.start, stop=self.stop)
 
 
 class WeightChunkReceipt(WireModel):
@@ -162,6 +200,27 @@ class WeightUpdateCommit(WireModel):
     checksum: Sha256Hex
 
 
+class NcclUpdateRequest(WireModel):
+    """`POST /v1/weights/nccl`: receive version `version` by NCCL broadcast from trainer rank 0 (GPU only).
+
+    The trainer posts this, then joins the NCCL group it names (it hosts the rendezvous at
+    `master_address:master_port` as rank 0; the service's workers are ranks 1..world_size-1) and
+    broadcasts `tensors` in this order, packed into buckets of `bucket_bytes`. The response comes once
+    the new version is served; past `timeout_s` (rendezvous, drain and transfer together) the served
+    version stays as it was and the service answers 503.
+    """
+
+    version: UpdateVersion
+    master_address: Annotated[str, Field(min_length=1, max_length=253)]
+    master_port: int = Field(ge=1, le=65535)
+    world_size: int = Field(ge=2, le=4096, description="1 (trainer rank 0) + the service's GPU workers.")
+    tensors: list[TensorSpec] = Field(min_length=1, max_length=MAX_TENSORS)
+    bucket_bytes: int = Field(ge=1 << 20, le=1 << 36, description="Size of one packed broadcast bucket.")
+    timeout_s: float | None = Field(
+        None, gt=0.0, le=3600.0, description="Whole-transfer timeout; default: the service's setting."
+    )
+
+
 class WeightsStatus(WireModel):
     """`GET /v1/weights`: what is served now."""
 
@@ -172,4 +231,10 @@ class WeightsStatus(WireModel):
         ge=1, le=MAX_WEIGHTS_BYTES, description="Largest chunk body the service accepts (pack below it)."
     )
     last_update_seconds: float | None = Field(None, ge=0.0, le=1e6)
+    nccl_workers: int = Field(
+        0,
+        ge=0,
+        le=4095,
+        description="GPU workers joining an NCCL update (its world_size is 1 + this); 0: no NCCL updates.",
+    )
     notes: ShortStr | None = None

@@ -1,8 +1,8 @@
 """The inference service on a CUDA GPU (vLLM's CUDA build, `ghpo[gpu]`): generation, an HTTP weight update
 and the trainer/inference log-prob check, with the tiny random Qwen2 of the CPU service tests.
 
-Skipped without a GPU (tests/conftest.py) or without vllm. The NCCL update path (vLLM's weight-transfer
-API) is not implemented yet; updates here go over HTTP like on CPU. bf16 would be the production dtype,
+Skipped without a GPU (tests/conftest.py) or without vllm. Updates here go over HTTP like on CPU; the
+NCCL path (vLLM's weight-transfer API, two GPUs) is in test_inference_nccl_gpu.py. bf16 would be the production dtype,
 but the log-prob check runs in fp32 so the tolerance stays meaningful.
 """
 

@@ -21,8 +21,10 @@ import torch
 from safetensors.torch import save
 
 from ghpo.services.inference.app import create_app
-from ghpo.services.inference.client import pack_chunks, push_weights, tensor_specs
+from ghpo.services.inference.client import HEADER_ROOM_BYTES, pack_chunks, push_weights, tensor_specs
+from ghpo.services.inference.nccl_client import push_weights_nccl
 from ghpo.services.inference.settings import Settings
+from ghpo.shared.errors import Conflict
 from ghpo.shared.http import SyncServiceClient
 from ghpo.trainer.tiny.random_model import build_random_qwen2
 from tests.support.server import running_app
@@ -35,7 +37,9 @@ MAX_MODEL_LEN = 256
 READY_TIMEOUT_S = 600
 # fp32 on both sides; vLLM's CPU kernels sum in another order than torch's, so not bit-equal.
 LOGPROB_TOLERANCE = 1e-3
-CHUNK_BYTES = 256 * 1024  # several chunks for the ~1.3 MB model
+# Several chunks for the ~1.3 MB model, and smaller than its embedding (~160 KiB) and MLP matrices (128 KiB),
+# which therefore travel as byte-range slices.
+CHUNK_BYTES = 96 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +161,12 @@ def _begin(url, body) -> httpx.Response:
     return httpx.post(f"{url}/v1/weights/updates", json=body, headers=AUTH)
 
 
-def _chunk(url, update_id, index, data, checksum=None) -> httpx.Response:
-    checksum = checksum or hashlib.sha256(data).hexdigest()
+def _chunk(url, update_id, index, data, checksum=None, piece=None) -> httpx.Response:
+    params = {"checksum": checksum or hashlib.sha256(data).hexdigest()}
+    if piece is not None:
+        params.update(tensor=piece.tensor, start=piece.start, stop=piece.stop)
     return httpx.put(
-        f"{url}/v1/weights/updates/{update_id}/chunks/{index}",
-        content=data,
-        params={"checksum": checksum},
-        headers=AUTH,
+        f"{url}/v1/weights/updates/{update_id}/chunks/{index}", content=data, params=params, headers=AUTH
     )
 
 
@@ -176,15 +179,19 @@ def test_each_bad_update_is_rejected_naming_the_problem_and_nothing_changes(serv
     version = served_version(service)
     greedy = samples(generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0))
     weights = new_weights(model_dir, seed=999)
-    chunks = pack_chunks(weights, CHUNK_BYTES - 16 * 1024)
-    assert len(chunks) > 2
-    checksum = hashlib.sha256(b"".join(chunks)).hexdigest()
-    specs = [s.model_dump() for s in tensor_specs(weights)]
+    # The small tensors in whole-tensor chunks for the checks below (bad slices: their own test).
+    weights = {n: t for n, t in weights.items() if t.numel() * t.element_size() < CHUNK_BYTES // 2}
+    chunks = [c.body for c in pack_chunks(weights, 40 * 1024)]
+    big = {n: t for n, t in new_weights(model_dir, seed=999).items() if n not in weights}
+    big_chunks = pack_chunks(big, CHUNK_BYTES - 16 * 1024)  # some of them slices
+    assert len(chunks) > 2 and any(c.piece is not None for c in big_chunks)
+    checksum = hashlib.sha256(b"".join(chunks + [c.body for c in big_chunks])).hexdigest()
+    specs = [s.model_dump() for s in tensor_specs(weights)] + [s.model_dump() for s in tensor_specs(big)]
     begin = {
         "version": version + 1,
         "tensors": specs,
-        "total_bytes": sum(map(len, chunks)),
-        "num_chunks": len(chunks),
+        "total_bytes": sum(map(len, chunks)) + sum(len(c.body) for c in big_chunks),
+        "num_chunks": len(chunks) + len(big_chunks),
         "checksum": checksum,
     }
     # stale or repeated version
@@ -211,7 +218,7 @@ def test_each_bad_update_is_rejected_naming_the_problem_and_nothing_changes(serv
             422,
         )["message"]
     )
-    first_name = next(iter(weights))
+    first_name = next(n for n, t in weights.items() if t.dim() == 2)
     nan = dict(weights)
     nan[first_name] = weights[first_name].clone()
     nan[first_name][0, 0] = float("nan")
@@ -225,7 +232,7 @@ def test_each_bad_update_is_rejected_naming_the_problem_and_nothing_changes(serv
     assert _chunk(service, update_id, 0, chunks[0]).status_code == 200
     assert _chunk(service, update_id, 0, chunks[0]).json()["repeated"] is True
     assert _error(_chunk(service, update_id, 1, chunks[0]), 409)["field"] == "body"  # same tensors twice
-    assert _error(_chunk(service, update_id, len(chunks), chunks[1]), 422)["field"] == "index"
+    assert _error(_chunk(service, update_id, begin["num_chunks"], chunks[1]), 422)["field"] == "index"
     # truncated upload: commit before every chunk arrived
     commit = {"version": version + 1, "checksum": checksum}
     err = _error(
@@ -234,6 +241,8 @@ def test_each_bad_update_is_rejected_naming_the_problem_and_nothing_changes(serv
     assert "incomplete" in err["message"]
     for index in range(1, len(chunks)):
         assert _chunk(service, update_id, index, chunks[index]).status_code == 200
+    for index, chunk in enumerate(big_chunks, start=len(chunks)):
+        assert _chunk(service, update_id, index, chunk.body, piece=chunk.piece).status_code == 200
     wrong = {"version": version + 1, "checksum": "0" * 64}
     err = _error(
         httpx.post(f"{service}/v1/weights/updates/{update_id}/commit", json=wrong, headers=AUTH), 422
@@ -244,6 +253,106 @@ def test_each_bad_update_is_rejected_naming_the_problem_and_nothing_changes(serv
     assert _error(gone, 404)["field"] == "update_id"
     assert served_version(service) == version
     assert samples(generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0)) == greedy
+
+
+EMBED = "model.embed_tokens.weight"
+
+
+def _sliced_update(url, weights, version, chunks) -> str:
+    body = {
+        "version": version,
+        "tensors": [s.model_dump() for s in tensor_specs(weights)],
+        "total_bytes": sum(len(c.body) for c in chunks),
+        "num_chunks": len(chunks),
+        "checksum": hashlib.sha256(b"".join(c.body for c in chunks)).hexdigest(),
+    }
+    session = _begin(url, body)
+    assert session.status_code == 201, session.text
+    return session.json()["update_id"]
+
+
+def _commit(url, update_id, chunks, version) -> httpx.Response:
+    checksum = hashlib.sha256(b"".join(c.body for c in chunks)).hexdigest()
+    body = {"version": version, "checksum": checksum}
+    return httpx.post(f"{url}/v1/weights/updates/{update_id}/commit", json=body, headers=AUTH)
+
+
+def test_a_tensor_bigger_than_max_chunk_bytes_travels_in_slices_and_is_served(service, client, model_dir):
+    version = served_version(service)
+    before = samples(generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0))
+    weights = new_weights(model_dir, seed=version + 400)
+    assert len(save({EMBED: weights[EMBED]})) > CHUNK_BYTES  # refused with 413 before slicing existed
+    chunks = pack_chunks(weights, CHUNK_BYTES - HEADER_ROOM_BYTES)
+    embed = [c.piece for c in chunks if c.piece is not None and c.piece.tensor == EMBED]
+    assert len(embed) == 2 and embed[-1].stop == weights[EMBED].numel() * 4
+    status = push_weights(client, weights, version + 1, chunks=chunks)
+    assert status.policy_version == version + 1
+    after = generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0)
+    assert samples(after) != before
+    assert {s["policy_version"] for r in after.json()["results"] for s in r["samples"]} == {version + 1}
+
+
+def test_bad_slices_are_rejected_and_nothing_changes(service, model_dir):
+    version = served_version(service)
+    greedy = samples(generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0))
+    weights = new_weights(model_dir, seed=version + 500)
+    chunks = pack_chunks(weights, CHUNK_BYTES - HEADER_ROOM_BYTES)
+    first, second = [i for i, c in enumerate(chunks) if c.piece is not None and c.piece.tensor == EMBED]
+    piece, body = chunks[first].piece, chunks[first].body
+    update_id = _sliced_update(service, weights, version + 1, chunks)
+    nbytes = weights[EMBED].numel() * 4
+    past = piece.model_copy(update={"start": nbytes - 8, "stop": nbytes - 8 + len(body)})
+    err = _error(_chunk(service, update_id, first, body, piece=past), 422)
+    assert err["field"] == "stop" and "past the end" in err["message"]
+    err = _error(_chunk(service, update_id, first, body[:-4], piece=piece), 422)  # truncated body
+    assert err["field"] == "body" and "truncated" in err["message"]
+    half = httpx.put(
+        f"{service}/v1/weights/updates/{update_id}/chunks/{first}",
+        content=body,
+        params={"checksum": hashlib.sha256(body).hexdigest(), "tensor": EMBED, "start": 0},
+        headers=AUTH,
+    )
+    assert "needs all of" in _error(half, 422)["message"]
+    later = chunks[second].piece
+    empty = later.model_copy(update={"stop": later.start})  # stop must be past start
+    assert _error(_chunk(service, update_id, first, b"", piece=empty), 422)["field"] == "stop"
+    assert _chunk(service, update_id, first, body, piece=piece).status_code == 200
+    shifted = piece.model_copy(update={"start": piece.start + 4, "stop": piece.stop + 4})
+    err = _error(_chunk(service, update_id, second, body, piece=shifted), 409)
+    assert err["field"] == "start" and "overlaps" in err["message"]
+    # a missing slice: announced and sent consistently, but one range of the embedding never comes
+    gappy = chunks[:first] + chunks[first + 1 :]
+    update_id = _sliced_update(service, weights, version + 1, gappy)
+    for index, chunk in enumerate(gappy):
+        assert _chunk(service, update_id, index, chunk.body, piece=chunk.piece).status_code == 200
+    err = _error(_commit(service, update_id, gappy, version + 1), 422)
+    assert err["field"] == "tensors" and f"of tensor {EMBED!r} never arrived" in err["message"]
+    assert served_version(service) == version
+    assert samples(generate(service, PROMPTS, n=1, max_tokens=16, temperature=0.0)) == greedy
+
+
+def test_an_nccl_update_is_refused_on_the_cpu_engine_and_nothing_changes(service, client, model_dir):
+    version = served_version(service)
+    assert httpx.get(f"{service}/v1/weights", headers=AUTH).json()["nccl_workers"] == 0
+    weights = new_weights(model_dir, seed=version + 600)
+    body = {
+        "version": version + 1,
+        "master_address": "127.0.0.1",
+        "master_port": 29555,
+        "world_size": 2,
+        "tensors": [s.model_dump() for s in tensor_specs(weights)],
+        "bucket_bytes": 1 << 20,
+    }
+    err = _error(httpx.post(f"{service}/v1/weights/nccl", json=body, headers=AUTH), 409)
+    assert "need the CUDA engine" in err["message"] and "/v1/weights/updates" in err["message"]
+    assert (
+        'ghpo_inference_weight_update_failures_total{reason="not_gpu"}'
+        in httpx.get(f"{service}/metrics").text
+    )
+    with pytest.raises(Conflict, match="cannot receive NCCL updates"):  # refused before any NCCL or GPU work
+        push_weights_nccl(client, weights, version + 1, master_address="127.0.0.1", master_port=29555)
+    assert served_version(service) == version
+    assert httpx.get(f"{service}/readyz").status_code == 200
 
 
 def test_bad_generate_requests_get_4xx_naming_the_field(service):
