@@ -10,6 +10,7 @@ record_outcomes.lua: the same Redis reads and writes the broker does, minus HTTP
 medians over `--repeats` rounds; the ratio is HTTP / raw (aim: >= 5,000 prompts/s each, ratio >= 0.5).
 
 Run: python bench/broker_throughput.py [--batches 40 --repeats 5 --clients 4]
+`--quick` is a smoke run (2 batches, 1 round); each figure is also printed as a BENCH_RESULT line.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from importlib.resources import files
 import httpx
 import redis.asyncio as aioredis
 
+from ghpo.shared.bench_results import emit
 from ghpo.shared.redis_local import LocalRedis, free_port
 
 BATCH = 256
 PREFIX = "ghpo:broker:"
+QUICK = {"batches": 2, "repeats": 1}
 
 
 def outcome_batch(tag: str, n: int) -> list[dict]:
@@ -112,7 +115,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40, help="batches per client per round")
     ap.add_argument("--repeats", type=int, default=5, help="rounds; medians are reported")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
     args = ap.parse_args()
+    if args.quick:  # quick changes the defaults only; explicit flags still win
+        ap.set_defaults(**QUICK)
+        args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalRedis(tmp) as server:
         port = free_port()
         env = {
@@ -150,6 +157,14 @@ def main() -> None:
             print(
                 f"{label:9s} HTTP {http:10,.0f} prompts/s   raw redis-py {raw:10,.0f} prompts/s   "
                 f"ratio {http / raw:.2f}"
+            )
+            emit(
+                f"broker.{label}_prompts_per_s",
+                http,
+                "prompts/s",
+                baseline="raw redis-py, same Lua scripts",
+                baseline_value=raw,
+                target="value >= 5000, ratio >= 0.5",
             )
 
 

@@ -7,6 +7,9 @@ tokens/s of each and the ratio vLLM / transformers (the issue asks for >= 0.8). 
 directly (`VllmEngine.generate`), not over HTTP: the JSON of 512 samples is negligible next to decoding.
 
     /work/venv-vllm/bin/python bench/inference_generate.py [--max-tokens 32] [--repeats 3]
+
+`--quick` is a smoke run (8 prompts x 2 samples, 8 tokens, 1 repeat); each figure is also printed as a
+BENCH_RESULT line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+
+from ghpo.shared.bench_results import emit
+
+QUICK = {"prompts": 8, "samples": 2, "max_tokens": 8, "repeats": 1}
 
 
 def random_tiny_qwen2(out_dir: Path) -> Path:
@@ -106,7 +113,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="use ensure_tiny_model() (builds it if absent)")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
     args = parser.parse_args()
+    if args.quick:  # quick changes the defaults only; explicit flags still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from ghpo.trainer.tiny import ensure_tiny_model
@@ -127,6 +138,14 @@ def main() -> None:
     print(f"vLLM (CPU) tokens/s: median {vllm_tps:.0f}  runs {[round(r) for r in vllm_rates]}")
     print(f"transformers generate tokens/s: median {hf_tps:.0f}  runs {[round(r) for r in hf_rates]}")
     print(f"ratio vLLM / transformers: {vllm_tps / hf_tps:.2f}x (target >= 0.8)")
+    emit(
+        "inference.generate_tokens_per_s",
+        vllm_tps,
+        "tokens/s",
+        baseline="transformers generate, same model/batch/threads",
+        baseline_value=hf_tps,
+        target="ratio >= 0.8",
+    )
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes that re-import this module

@@ -12,7 +12,8 @@ Accuracy under greedy decoding is deterministic, so one run per figure (no media
 Measured on the 2-core development machine (shared, about 4-6 generated tokens/s at batch 16):
 `--arith-per-level 0 --no-hint-baseline` (MATH-500 level 1, 43 problems, 384 tokens) took 30 min and
 `--math-levels '' --arith-per-level 5 --max-new-tokens 160 --no-hint-baseline` took 18 min; the hinted
-baseline doubles either. Not a test: it asserts nothing.
+baseline doubles either. `--quick` is a smoke run (2 MATH-500 problems, 1 per arithmetic level, 32 new
+tokens); each figure is also printed as a BENCH_RESULT line. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ghpo.shared.bench_results import emit
+
+QUICK = {"math_limit": 2, "arith_per_level": 1, "max_new_tokens": 32}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 HINT_PREFIX = "\n The following text is the beginning part of the answer, which you can refer to for solving the problem:\n"
@@ -125,7 +129,7 @@ def evaluate(model, tokenizer, records, hint_ratio: float, args) -> dict:
     }
 
 
-def report(title: str, plain: dict, hinted: dict | None) -> None:
+def report(title: str, plain: dict, hinted: dict | None, figure: str) -> None:
     print(
         f"\n{title}: {plain['tokens']} tokens in {plain['seconds']:.0f}s "
         f"({plain['tokens'] / plain['seconds']:.0f} tokens/s)"
@@ -145,6 +149,14 @@ def report(title: str, plain: dict, hinted: dict | None) -> None:
         f"completions with an answer the verifier can extract (\\boxed{{}} etc.): {plain['answered']}/{total}"
     )
     print(f"first completion: {plain['example'][:300]!r}")
+    correct = sum(c for c, _ in plain["levels"].values())
+    emit(
+        f"smollm2.{figure}_greedy_accuracy",
+        correct / total,
+        "fraction",
+        baseline=None if hinted is None else "same prompts with a 0.5 hint",
+        baseline_value=None if hinted is None else sum(c for c, _ in hinted["levels"].values()) / total,
+    )
 
 
 def main() -> None:
@@ -158,7 +170,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, help="folder for the scored completions (JSON Lines)")
     parser.add_argument("--no-hint-baseline", action="store_true", help="skip the hinted baseline run")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
     args = parser.parse_args()
+    if args.quick:  # quick changes the defaults only; explicit flags still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -178,7 +194,7 @@ def main() -> None:
         records = records[: args.math_limit or None]
         plain = evaluate(model, tokenizer, records, 0.0, args)
         hinted = None if args.no_hint_baseline else evaluate(model, tokenizer, records, 0.5, args)
-        report(f"MATH-500 levels {sorted(levels)}", plain, hinted)
+        report(f"MATH-500 levels {sorted(levels)}", plain, hinted, "math500")
 
     if args.arith_per_level > 0:
         from ghpo.shared.tasks import arith
@@ -186,7 +202,7 @@ def main() -> None:
         records = arith.make_split("heldout", args.arith_per_level, list(arith.LEVELS), seed=0)
         plain = evaluate(model, tokenizer, records, 0.0, args)
         hinted = None if args.no_hint_baseline else evaluate(model, tokenizer, records, 0.5, args)
-        report("synthetic arithmetic (held-out)", plain, hinted)
+        report("synthetic arithmetic (held-out)", plain, hinted, "arith")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ same size, `map(chunksize=16)` over all items, no HTTP. Service: `ghpo serve`-st
 batches of 64 posted by `--concurrency` clients. Rounds alternate baseline/service; medians are printed
 with the ratio (target >= 0.8) and the p50/p99 batch latency seen by the client.
 Run: python bench/verifier_throughput.py [--workers 2 --batches 16 --rounds 3 --concurrency 2]
+`--quick` is a smoke run (2 batches, 1 round); each figure is also printed as a BENCH_RESULT line.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from concurrent.futures import ProcessPoolExecutor
 import httpx
 
 from ghpo.services.verifier.scoring import score
+from ghpo.shared.bench_results import emit
 from ghpo.shared.data import default_benchmarks_root
 
 BATCH = 64
+QUICK = {"batches": 2, "rounds": 1}
 
 
 def workload(n: int) -> list[tuple[str, str]]:
@@ -123,7 +126,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
     args = parser.parse_args()
+    if args.quick:  # quick changes the defaults only; explicit flags still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     items = workload(BATCH * args.batches)
     process, url = start_service(args.workers)
     try:
@@ -157,6 +164,16 @@ def main() -> None:
         f"batch latency at concurrency 1: p50 {percentile(lat1, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(lat1, 0.99) * 1000:.0f} ms"
     )
+    baseline_name = f"math-verify in a bare {args.workers}-process pool"
+    emit(
+        f"verifier.items_per_s_concurrency{args.concurrency}",
+        served,
+        "items/s",
+        baseline=baseline_name,
+        baseline_value=base,
+        target="ratio >= 0.8",
+    )
+    emit("verifier.items_per_s_concurrency1", rate1, "items/s", baseline=baseline_name, baseline_value=base)
 
 
 if __name__ == "__main__":

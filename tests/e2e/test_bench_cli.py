@@ -1,0 +1,38 @@
+"""`ghpo bench --quick --only <script>` runs a real bench script and writes its figure into BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ghpo.cli import main
+
+
+@pytest.mark.slow
+def test_quick_bench_of_one_script_writes_benchmarks_md_with_its_figure(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ghpo", "bench", "--quick", "--only", "verifier_realdata", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    assert "## Machine" in md and "- cpu: " in md and "- torch: " in md
+    figure_rows = [line for line in md.splitlines() if "verifier.own_solution_scores_1" in line]
+    assert len(figure_rows) == 1
+    assert "`python bench/verifier_realdata.py --quick`" in figure_rows[0]
+    assert "| verifier_realdata.py | ok |" in md
+
+
+def test_bench_only_with_an_unregistered_name_is_refused_naming_the_flag(tmp_path, capsys):
+    code = main(["bench", "--only", "no_such_bench", "--out", str(tmp_path / "B.md")])
+
+    assert code == 2
+    assert "--only" in capsys.readouterr().err
+    assert not (tmp_path / "B.md").exists()
