@@ -18,6 +18,9 @@ COMMAND_MODULES = [
     "ghpo.commands.tiny",
     "ghpo.commands.models",
     "ghpo.commands.data",
+    "ghpo.commands.eval",
+    "ghpo.commands.bench",
+    "ghpo.commands.train",
 ]
 
 

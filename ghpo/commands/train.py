@@ -1,0 +1,51 @@
+"""`ghpo train --config FILE.toml`: run the GHPO trainer (DeepSpeed) against the rollout server.
+
+One process on CPU; on GPUs launch it under `deepspeed` or `torchrun` (one process per GPU), e.g.
+`torchrun --nproc_per_node 8 -m ghpo train --config run.toml`. Exit codes: 0 when run.steps were taken,
+1 when a guardrail stopped the run (non-finite loss/gradients, too many empty batches; a checkpoint of
+the last good state is written first), 2 for a bad config. Not here: the training itself
+(ghpo.trainer.train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="run the GHPO trainer from a TOML config")
+    p.add_argument("--config", type=Path, required=True, help="trainer config (TOML)")
+    p.add_argument("--steps", type=int, help="override run.steps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ghpo.cli import CliError
+    from ghpo.trainer.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+        if args.steps is not None:
+            from ghpo.trainer.train.config import parse_config
+
+            data = config.model_dump(mode="json")
+            data["run"]["steps"] = args.steps
+            config = parse_config(data, f"{args.config} (--steps)")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if config.services.rollout_url is None:
+        raise CliError(f"{args.config}: services.rollout_url is required to train (where batches come from)")
+
+    from ghpo.shared.logs import configure_logging
+    from ghpo.trainer.train.loop import TrainingStopped
+    from ghpo.trainer.train.session import run_training
+
+    configure_logging("trainer", "INFO", False)
+    try:
+        run_training(config)
+    except TrainingStopped as exc:
+        print(f"ghpo train: stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,89 @@
+"""A rollout Batch becomes padded micro-batches: rows in order, prompts left-padded and completions
+right-padded so every completion starts at one column, masks and flags per row."""
+
+from __future__ import annotations
+
+import pytest
+
+from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
+from ghpo.trainer.train.batches import batch_stats, micro_batches, trainable
+
+PAD = 0
+
+
+def completion(tokens, advantage, *, version=0, finish="stop", reward=None):
+    return Completion(
+        token_ids=tokens,
+        behaviour_logprobs=[-0.5 - i for i in range(len(tokens))],
+        finish_reason=finish,
+        reward=reward if reward is not None else advantage,
+        accuracy=1.0 if advantage > 0 else 0.0,
+        advantage=advantage,
+        policy_version=version,
+    )
+
+
+def group(gid, prompt, completions, level=0):
+    return ScoredGroup(
+        group_id=gid,
+        prompt_id=gid,
+        epoch=0,
+        hint_level=level,
+        hint_ratio=0.0 if level == 0 else 0.25,
+        prompt_token_ids=prompt,
+        completions=completions,
+        created_at=1.0,
+    )
+
+
+BATCH = Batch(
+    batch_id="b1",
+    groups=[
+        group("g1", [5, 6, 7], [completion([11, 12], 1.0), completion([13], -1.0, finish="length")]),
+        group("g2", [8], [completion([14, 15, 16], 0.5, version=3), completion([17], -0.5)], level=1),
+    ],
+    created_at=1.0,
+)
+
+
+def test_rows_are_left_padded_prompts_then_right_padded_completions():
+    (mb,) = micro_batches(BATCH, micro_batch_size=8, pad_token_id=PAD)
+    assert mb.prompt_width == 3 and mb.input_ids.tolist() == [
+        [5, 6, 7, 11, 12, PAD],
+        [5, 6, 7, 13, PAD, PAD],
+        [PAD, PAD, 8, 14, 15, 16],
+        [PAD, PAD, 8, 17, PAD, PAD],
+    ]
+    assert mb.attention_mask.tolist()[2] == [0, 0, 1, 1, 1, 1]
+    assert mb.position_ids.tolist()[2] == [0, 0, 0, 1, 2, 3]  # real tokens count from 0, as in inference
+    assert mb.completion_mask.tolist() == [[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]]
+    assert mb.behaviour_logps.tolist()[0] == [-0.5, -1.5, 0.0]
+    assert mb.advantages.tolist() == [1.0, -1.0, 0.5, -0.5]
+    assert mb.hinted.tolist() == [False, False, True, True]
+    assert mb.truncated.tolist() == [False, True, False, False]
+    assert mb.policy_versions.tolist() == [0, 0, 3, 0]
+    assert mb.tokens == 7
+
+
+def test_micro_batches_keep_row_order_and_pad_each_on_its_own():
+    first, second = micro_batches(BATCH, micro_batch_size=2, pad_token_id=PAD)
+    assert first.rows == second.rows == 2
+    assert first.input_ids.tolist() == [[5, 6, 7, 11, 12], [5, 6, 7, 13, PAD]]
+    assert second.prompt_width == 1 and second.completion_ids.tolist() == [[14, 15, 16], [17, PAD, PAD]]
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        micro_batches(BATCH, micro_batch_size=0, pad_token_id=PAD)
+
+
+def test_a_batch_whose_advantages_are_all_zero_is_not_trainable():
+    flat = BATCH.model_copy(deep=True)
+    for g in flat.groups:
+        for c in g.completions:
+            c.advantage = 0.0
+    assert trainable(BATCH) and not trainable(flat)
+
+
+def test_batch_stats_report_difficult_and_zero_advantage_shares():
+    stats = batch_stats(BATCH)
+    assert stats["difficult_fraction"] == 0.5  # g2 ended hinted
+    assert stats["zero_advantage_fraction"] == 0.0
+    assert stats["reward_mean"] == pytest.approx(0.0)

@@ -1,0 +1,16 @@
+"""The GHPO trainer: a DeepSpeed engine that pulls scored batches over HTTP and pushes weights back.
+
+Modules:
+- `config`      the TOML run config, validated (errors name the bad key).
+- `engine`      the DeepSpeed engine around a Hugging Face causal LM, AdamW and the LR schedule.
+- `batches`     a rollout `Batch` -> padded micro-batch tensors.
+- `step`        log-probs, the core GHPO loss, entropy, mismatch KL, the non-finite guard; one optimizer step.
+- `weights`     bucketed full-precision gathering and the push to every inference replica.
+- `checkpoint`  atomic checkpoints (DeepSpeed state, RNG, step, version, rollout cursor, broker snapshot).
+- `source`      the BatchSource protocol and its HTTP implementation for the rollout server.
+- `loop`        pull -> step -> push -> announce -> ack, resume, stop conditions.
+- `session`     wires a whole run from a config (what `ghpo train` calls).
+- `metrics`     Prometheus metrics (ghpo_trainer_*); `status` the small HTTP status API.
+
+Nothing is re-exported: importing this package does not import torch or DeepSpeed.
+"""

@@ -1,0 +1,162 @@
+"""The trainer's run config: one TOML file -> a validated, frozen `TrainConfig`.
+
+Sections (unknown sections and keys are errors, so a misspelt key never silently keeps its default):
+[model] path; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the LR schedule; [deepspeed] ZeRO
+stage, precision, gradient checkpointing, micro-batch size; [run] steps, seed, checkpoints, stop rules,
+the status/metrics port; [services] the rollout server, inference replicas, broker and token.
+`services.token` may instead come from $GHPO_TRAINER_TOKEN. `load_config(path)` raises `ConfigError` whose message names every bad key as `section.key` with what is
+allowed. Deliberately not here: building anything from the config (engine.py, loop.py).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ghpo.trainer.core.config import GHPOConfig, allowed_range
+
+# The bearer token may come from the environment instead of the file (it is a secret).
+TOKEN_ENV = "GHPO_TRAINER_TOKEN"
+
+
+class ConfigError(ValueError):
+    """The trainer config is invalid; the message names each bad key (`section.key`)."""
+
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    path: str = Field(min_length=1, max_length=4096, description="Hugging Face model folder to train.")
+
+
+class OptimSection(_Section):
+    lr: float = Field(1e-6, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
+    eps: float = Field(1e-8, gt=0.0, le=1e-2, description="AdamW epsilon.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (matrices only).")
+    warmup_steps: int = Field(0, ge=0, le=10**7, description="Linear warm-up from 0 to lr, in steps.")
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        "cosine", description="Decay after warm-up, down to min_lr_ratio * lr at run.steps."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Floor of the decay as a share of lr.")
+    max_grad_norm: float = Field(
+        1.0, gt=0.0, le=1e6, description="Gradient clipping; also how DeepSpeed skips non-finite steps."
+    )
+
+
+class DeepSpeedSection(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage: 0 (none) .. 3 (params sharded).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Compute precision; master weights and optimizer state stay fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+    micro_batch_size: int = Field(8, ge=1, le=4096, description="Rows (completions) per forward/backward.")
+
+
+class RunSection(_Section):
+    steps: int = Field(ge=1, le=10**8, description="Optimizer steps to take, in all (a resume continues).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of torch/python/numpy RNGs.")
+    checkpoint_dir: str = Field(min_length=1, max_length=4096, description="Where checkpoints live.")
+    checkpoint_every: int = Field(50, ge=1, le=10**7, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="Complete checkpoints kept (newest).")
+    resume: bool = Field(True, description="Resume from checkpoint_dir's `latest` when there is one.")
+    max_empty_batches: int = Field(
+        20, ge=1, le=10**6, description="Stop after this many consecutive batches with nothing trainable."
+    )
+    batch_wait_s: float = Field(10.0, ge=0.0, le=30.0, description="Long-poll time of each batch request.")
+    tis_scope: Literal["stale", "all"] = Field(
+        "stale",
+        description="Rows that get the truncated-IS weight (ghpo.tis_cap): only rows sampled under an "
+        "older policy version than the trainer's, or every row (also corrects engine mismatch).",
+    )
+    num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads; 0 leaves torch's default.")
+    port: int = Field(8105, ge=0, le=65535, description="Metrics and status port; 0 = not served.")
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Status server interface.")
+
+
+class ServicesSection(_Section):
+    rollout_url: str | None = Field(None, max_length=2048, description="Rollout server base URL.")
+    inference_urls: list[str] = Field(
+        default_factory=list, max_length=1024, description="Every inference replica to push weights to."
+    )
+    broker_url: str | None = Field(None, max_length=2048, description="Guidance broker (checkpoints).")
+    token: str | None = Field(None, max_length=4096, description="Bearer token for all of them.")
+    weight_bucket_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=2**34, description="Gather and chunk size of a weight push."
+    )
+    push_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of pushed weights: what the inference replicas serve."
+    )
+    timeout_s: float = Field(120.0, gt=0.0, le=3600.0, description="Time limit of one HTTP call.")
+
+
+class TrainConfig(_Section):
+    model: ModelSection
+    ghpo: GHPOConfig = Field(default_factory=GHPOConfig)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
+    run: RunSection
+    services: ServicesSection = Field(default_factory=ServicesSection)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "<config>"
+    line = f"{key}: {error['msg']}"
+    if error["type"] != "missing":
+        line += f" (got {error.get('input')!r})"
+    if error["type"] == "extra_forbidden":
+        line = f"{key}: unknown key"
+    elif len(loc) >= 2 and loc[0] == "ghpo" and loc[1] in GHPOConfig.model_fields:
+        line += f"; allowed: {allowed_range(loc[1])}"
+    else:
+        field = _field(loc)
+        if field is not None and field.description:
+            line += f"; {field.description}"
+    return line
+
+
+def _field(loc: list[str]) -> Any:
+    model: Any = TrainConfig
+    field = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return field
+        field = fields[part]
+        model = field.annotation
+    return field
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Validate a mapping (a parsed TOML document); ConfigError naming every bad key."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        raise ConfigError(f"invalid trainer config {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read trainer config {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"trainer config {path} is not valid TOML: {exc}") from None
+    token = os.environ.get(TOKEN_ENV)
+    if token and "token" not in data.get("services", {}):  # secrets stay out of config files
+        data.setdefault("services", {})["token"] = token
+    return parse_config(data, str(path))

@@ -1,0 +1,258 @@
+"""The training loop: pull a batch -> train step -> push weights -> announce the version -> ack.
+
+Start: restore the `latest` checkpoint when there is one (engine, RNG, step, version), push those
+weights to every inference replica and announce the version *before* the broker state and the rollout
+cursor are put back (PUT /v1/cursor discards whatever was generated meanwhile), so nothing trained on
+after a resume was sampled from weights the run no longer has. Versions only grow: when a replica
+already serves the restored version or a newer one (the old run pushed past its last checkpoint), the
+weights are pushed as max(served) + 1.
+
+Each delivered batch: a redelivery of a batch already trained on is acknowledged again, not trained;
+a batch with nothing trainable (all advantages 0) is acknowledged without a step and counted, and
+`run.max_empty_batches` of them in a row stop the run; otherwise one optimizer step, a push (replicas
+that missed an earlier push are caught up by it), the version announcement and the ack. A checkpoint
+every `run.checkpoint_every` steps and at the end. A non-finite loss or gradient stops the run with
+`TrainingStopped`, after saving the last good state. Not here: the step's maths (step.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ghpo.shared.logs import get_logger
+from ghpo.shared.schemas.rollout import Batch, RolloutCursor
+from ghpo.shared.schemas.trainer import CheckpointInfo, TrainerPhase, TrainerStatus
+from ghpo.trainer.train import metrics
+from ghpo.trainer.train.batches import batch_stats, trainable
+from ghpo.trainer.train.checkpoint import Checkpointer, TrainerState
+from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.source import BatchSource, BrokerClient
+from ghpo.trainer.train.step import NonFiniteError, StepResult, train_step
+from ghpo.trainer.train.weights import WeightSync, rank0_decides
+
+log = get_logger(__name__)
+RECENT_BATCHES = 1024
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped before `run.steps` for a reason the message gives (non-finite, empty batches)."""
+
+
+@dataclass
+class StatusBoard:
+    """What the status API reports; written by the loop, read by the HTTP thread."""
+
+    phase: TrainerPhase = TrainerPhase.starting
+    step: int = 0
+    policy_version: int = 0
+    last_batch_id: str | None = None
+    consecutive_empty: int = 0
+    last_checkpoint: CheckpointInfo | None = None
+    message: str | None = None
+    checkpoint_requested: threading.Event = field(default_factory=threading.Event)
+
+    def snapshot(self) -> TrainerStatus:
+        return TrainerStatus(
+            phase=self.phase,
+            step=self.step,
+            policy_version=self.policy_version,
+            last_batch_id=self.last_batch_id,
+            consecutive_empty_batches=self.consecutive_empty,
+            last_checkpoint=self.last_checkpoint,
+            message=self.message[:8000] if self.message else None,
+        )
+
+
+class Trainer:
+    def __init__(
+        self,
+        train: TrainEngine,
+        source: BatchSource,
+        checkpointer: Checkpointer,
+        *,
+        weight_sync: WeightSync | None = None,
+        broker: BrokerClient | None = None,
+        status: StatusBoard | None = None,
+    ):
+        self.train = train
+        self.config = train.config
+        self.source = source
+        self.checkpointer = checkpointer
+        self.weight_sync = weight_sync
+        self.broker = broker
+        self.status = status or StatusBoard()
+        self.step = 0
+        self.policy_version = 0
+        self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_BATCHES)
+        self.history: list[StepResult] = []
+        self.rank0 = _rank() == 0  # the one process that talks to the services
+
+    # ---- start
+    def start(self) -> bool:
+        """Resume from `latest` if configured and present, then bring inference to the trainer's weights.
+        Returns whether a checkpoint was restored."""
+        folder = self.checkpointer.latest() if self.config.run.resume else None
+        cursor: RolloutCursor | None = None
+        snapshot: bytes | None = None
+        if folder is not None:
+            state, snapshot = self.checkpointer.load(self.train, folder)
+            self.step, self.policy_version = state.step, state.policy_version
+            self.recent.extend(state.recent_batch_ids or [])
+            cursor = RolloutCursor.model_validate(state.cursor) if state.cursor else None
+            self.status.last_checkpoint = self.checkpointer.info(folder)
+            log.info(
+                "resumed from %s: step %d, policy version %d", folder.name, self.step, self.policy_version
+            )
+        self._sync_at_start(resumed=folder is not None)
+        if snapshot is not None and self.broker is not None and self.rank0:
+            self.broker.restore(snapshot)
+        if cursor is not None and self.rank0:
+            self.source.set_cursor(cursor)
+        self._publish()
+        return folder is not None
+
+    def _sync_at_start(self, *, resumed: bool) -> None:
+        self.status.phase = TrainerPhase.syncing_weights
+        if self.weight_sync is not None and self.weight_sync.replicas:
+            push, version = False, self.policy_version
+            if self.rank0:
+                known = [v for v in self.weight_sync.served_versions().values() if v is not None]
+                push = resumed or any(v > 0 for v in known)
+                if push and any(v >= version for v in known):
+                    version = max(known) + 1
+            push, self.policy_version = rank0_decides((push, version))
+            if push:
+                self.weight_sync.push(self.train, self.policy_version)
+        if self.rank0:
+            self.source.announce_policy_version(self.policy_version)
+
+    # ---- run
+    def run(self, stop_after: int | None = None) -> list[StepResult]:
+        """Train until `run.steps` (or step `stop_after`: a planned stop), then checkpoint; raises
+        TrainingStopped on a guardrail."""
+        last = self.config.run.steps if stop_after is None else min(stop_after, self.config.run.steps)
+        try:
+            while self.step < last:
+                self.status.phase = TrainerPhase.waiting_for_batch
+                # rank 0 pulls; every data-parallel rank trains on its share of the same batch
+                batch = rank0_decides(
+                    self.source.next_batch(self.config.run.batch_wait_s) if self.rank0 else None
+                )
+                if batch is not None:
+                    self._handle(batch)
+                elif self.weight_sync is not None:  # idle: bring a restarted or missed replica up now
+                    self.weight_sync.catch_up(self.train, self.policy_version)
+                if rank0_decides(self.status.checkpoint_requested.is_set()):  # asked for over HTTP
+                    self.status.checkpoint_requested.clear()
+                    self.checkpoint(tag="requested")
+        except TrainingStopped as exc:
+            self.status.phase, self.status.message = TrainerPhase.failed, str(exc)
+            raise
+        if self.status.last_checkpoint is None or self.status.last_checkpoint.step != self.step:
+            self.checkpoint()
+        self.status.phase, self.status.message = TrainerPhase.stopped, f"stopped after step {self.step}"
+        return self.history
+
+    def _handle(self, batch: Batch) -> None:
+        self.status.last_batch_id = batch.batch_id
+        if batch.batch_id in self.recent:  # redelivered after we trained on it (the ack was lost)
+            self._ack(batch.batch_id)
+            return
+        stats = batch_stats(batch)
+        metrics.BATCH_DIFFICULT.set(stats["difficult_fraction"])
+        metrics.BATCH_ZERO_ADVANTAGE.set(stats["zero_advantage_fraction"])
+        metrics.BATCH_REWARD_MEAN.set(stats["reward_mean"])
+        if not trainable(batch):
+            self.status.consecutive_empty += 1
+            metrics.EMPTY_BATCHES.inc()
+            self.recent.append(batch.batch_id)
+            self._ack(batch.batch_id)
+            if self.status.consecutive_empty >= self.config.run.max_empty_batches:
+                self.checkpoint(tag="empty-batches")
+                raise TrainingStopped(
+                    f"{self.status.consecutive_empty} consecutive batches had nothing trainable (every "
+                    f"advantage 0; run.max_empty_batches = {self.config.run.max_empty_batches}); stopped at "
+                    f"step {self.step}"
+                )
+            return
+        self.status.consecutive_empty = 0
+        self.status.phase = TrainerPhase.training
+        started = time.monotonic()
+        try:
+            result = train_step(self.train, batch, self.policy_version)
+        except NonFiniteError as exc:
+            metrics.NONFINITE.inc()
+            info = self.checkpoint(tag="nonfinite")
+            raise TrainingStopped(
+                f"{exc}. Stopped; checkpoint {info.name} (step {info.step}) holds the last good state"
+            ) from exc
+        metrics.STEP_SECONDS.observe(time.monotonic() - started)
+        self.step += 1
+        self.policy_version += 1
+        self.history.append(result)
+        self._record(result)
+        if self.weight_sync is not None:
+            self.status.phase = TrainerPhase.syncing_weights
+            self.weight_sync.push(self.train, self.policy_version)
+        if self.rank0:
+            self.source.announce_policy_version(self.policy_version)
+        self.recent.append(batch.batch_id)
+        self._ack(batch.batch_id)
+        self._publish()
+        if self.step % self.config.run.checkpoint_every == 0:
+            self.checkpoint()
+
+    def _ack(self, batch_id: str) -> None:
+        if self.rank0:
+            self.source.ack(batch_id, self.policy_version)
+
+    def _record(self, r: StepResult) -> None:
+        metrics.STEPS.inc()
+        metrics.LOSS.set(r.loss)
+        metrics.GRAD_NORM.set(r.grad_norm)
+        metrics.ENTROPY.set(r.entropy)
+        metrics.MISMATCH_KL.set(r.mismatch_kl)
+        metrics.TOKENS.inc(r.tokens)
+        metrics.LAST_STEP_TIMESTAMP.set(time.time())
+        log.info(
+            "step %d: loss %.5f grad_norm %.4f entropy %.3f mismatch_kl %.2e tokens %d lr %.2e",
+            self.step,
+            r.loss,
+            r.grad_norm,
+            r.entropy,
+            r.mismatch_kl,
+            r.tokens,
+            r.lr,
+        )
+
+    def _publish(self) -> None:
+        self.status.step, self.status.policy_version = self.step, self.policy_version
+        metrics.POLICY_VERSION.set(self.policy_version)
+
+    # ---- checkpoints
+    def checkpoint(self, tag: str | None = None) -> CheckpointInfo:
+        phase = self.status.phase
+        self.status.phase = TrainerPhase.checkpointing
+        cursor = self.source.get_cursor() if self.rank0 else None
+        snapshot = self.broker.snapshot() if self.broker is not None and self.rank0 else None
+        state = TrainerState(
+            step=self.step,
+            policy_version=self.policy_version,
+            cursor=cursor.model_dump() if cursor is not None else None,
+            tag=tag,
+            recent_batch_ids=list(self.recent),
+        )
+        info = self.checkpointer.save(self.train, state, snapshot)
+        self.status.last_checkpoint = info
+        self.status.phase = phase
+        log.info("checkpoint %s written (step %d, version %d)", info.name, info.step, info.policy_version)
+        return info

@@ -1,0 +1,63 @@
+"""Wire a whole training run from a `TrainConfig`: engine, rollout client, weight sync, broker client,
+checkpointer, status server (rank 0), then start (resume + weight sync) and run. Used by `ghpo train`.
+Not here: any of those parts' logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ghpo.shared.settings import ServiceSettings
+from ghpo.trainer.train.checkpoint import Checkpointer
+from ghpo.trainer.train.config import TrainConfig
+from ghpo.trainer.train.engine import build_engine
+from ghpo.trainer.train.loop import StatusBoard, Trainer
+from ghpo.trainer.train.source import BatchSource, BrokerClient, RolloutClient
+from ghpo.trainer.train.step import StepResult
+from ghpo.trainer.train.weights import WeightSync
+
+
+def run_training(config: TrainConfig, source: BatchSource | None = None) -> list[StepResult]:
+    import torch.distributed as dist
+
+    services = config.services
+    train = build_engine(config)
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    if source is None:
+        if services.rollout_url is None:
+            raise ValueError("services.rollout_url is required")
+        source = RolloutClient(services.rollout_url, token=services.token, timeout_s=services.timeout_s)
+    sync = (
+        WeightSync(
+            services.inference_urls,
+            token=services.token,
+            bucket_bytes=services.weight_bucket_bytes,
+            dtype=services.push_dtype,
+            timeout_s=services.timeout_s,
+        )
+        if services.inference_urls  # on every rank: ZeRO-3 gathers for a push are collective
+        else None
+    )
+    broker = (
+        BrokerClient(services.broker_url, token=services.token, timeout_s=services.timeout_s)
+        if services.broker_url
+        else None
+    )
+    checkpointer = Checkpointer(config.run.checkpoint_dir, keep=config.run.keep_checkpoints)
+    board = StatusBoard()
+    with contextlib.ExitStack() as stack:
+        stack.callback(source.close)
+        if sync is not None:
+            stack.callback(sync.close)
+        if broker is not None:
+            stack.callback(broker.close)
+        if config.run.port and rank0:
+            from ghpo.trainer.train.status import create_app, serving
+
+            settings = ServiceSettings(host=config.run.host, port=config.run.port, token=services.token)
+            stack.enter_context(
+                serving(create_app(settings, board, checkpointer), config.run.host, config.run.port)
+            )
+        trainer = Trainer(train, source, checkpointer, weight_sync=sync, broker=broker, status=board)
+        trainer.start()
+        return trainer.run()

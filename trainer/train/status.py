@@ -1,0 +1,62 @@
+"""The trainer's small HTTP API on the metrics port: GET /v1/status, GET /v1/checkpoints, and
+POST /v1/checkpoints (ask for a checkpoint at the next batch boundary), plus the shared shell's
+/healthz, /readyz and /metrics (where the ghpo_trainer_* metrics are). Served by uvicorn in a daemon
+thread of the trainer process (rank 0 only). Not here: anything that changes training state directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from fastapi import APIRouter, FastAPI, Request
+
+from ghpo.shared.app import create_service_app
+from ghpo.shared.schemas.trainer import CheckpointList, CheckpointRequest, TrainerStatus
+from ghpo.shared.settings import ServiceSettings
+from ghpo.trainer.train.checkpoint import Checkpointer
+from ghpo.trainer.train.loop import StatusBoard
+
+router = APIRouter(prefix="/v1", tags=["trainer"])
+
+
+@router.get("/status", response_model=TrainerStatus)
+async def status(request: Request) -> TrainerStatus:
+    return request.app.state.board.snapshot()
+
+
+@router.get("/checkpoints", response_model=CheckpointList)
+async def checkpoints(request: Request) -> CheckpointList:
+    checkpointer: Checkpointer = request.app.state.checkpointer
+    latest = checkpointer.latest()
+    listed = [checkpointer.info(folder) for folder in checkpointer.complete()]
+    return CheckpointList(checkpoints=listed, latest=latest.name if latest else None)
+
+
+@router.post("/checkpoints", response_model=TrainerStatus, status_code=202)
+async def request_checkpoint(body: CheckpointRequest, request: Request) -> TrainerStatus:
+    board: StatusBoard = request.app.state.board
+    board.checkpoint_requested.set()
+    return board.snapshot()
+
+
+def create_app(settings: ServiceSettings, board: StatusBoard, checkpointer: Checkpointer) -> FastAPI:
+    app = create_service_app(name="trainer", settings=settings, routers=[router])
+    app.state.board = board
+    app.state.checkpointer = checkpointer
+    return app
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI, host: str, port: int) -> Iterator[None]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, name="trainer-status", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
