@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ghpo.commands.eval",
     "ghpo.commands.bench",
     "ghpo.commands.train",
+    "ghpo.commands.run",
 ]
 
 

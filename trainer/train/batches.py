@@ -10,7 +10,9 @@ it was sampled under an older policy version than the trainer holds. Not here: a
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -127,6 +129,19 @@ def batch_stats(batch: Batch) -> dict[str, float]:
         "difficult_fraction": difficult / len(groups),
         "zero_advantage_fraction": zero_adv / len(groups),
         "reward_mean": sum(rewards) / max(1, len(rewards)),
+    }
+
+
+def batch_sparsity_record(batch: Batch) -> dict[str, Any]:
+    """`batch_stats` plus groups by final hint level and the rollout accuracy without / with hints."""
+    groups = batch.groups
+    by_level = collections.Counter(str(g.hint_level) for g in groups)
+    plain = [g.plain_accuracy for g in groups if g.plain_accuracy is not None]
+    hinted = [c.accuracy for g in groups if g.hint_level > 0 for c in g.completions]
+    return batch_stats(batch) | {
+        "groups_by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]))),
+        "plain_accuracy": sum(plain) / len(plain) if plain else None,
+        "hinted_accuracy": sum(hinted) / len(hinted) if hinted else None,
     }
 
 

@@ -78,6 +78,11 @@ class RunSection(_Section):
         description="Rows that get the truncated-IS weight (ghpo.tis_cap): only rows sampled under an "
         "older policy version than the trainer's, or every row (also corrects engine mismatch).",
     )
+    history_file: str | None = Field(
+        None,
+        max_length=4096,
+        description="Append one JSON line per optimizer step (losses and the batch's reward-sparsity figures).",
+    )
     num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads; 0 leaves torch's default.")
     port: int = Field(8105, ge=0, le=65535, description="Metrics and status port; 0 = not served.")
     host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Status server interface.")

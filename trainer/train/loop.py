@@ -18,6 +18,7 @@ every `run.checkpoint_every` steps and at the end. A non-finite loss or gradient
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from ghpo.shared.logs import get_logger
 from ghpo.shared.schemas.rollout import Batch, RolloutCursor
 from ghpo.shared.schemas.trainer import CheckpointInfo, TrainerPhase, TrainerStatus
 from ghpo.trainer.train import metrics
-from ghpo.trainer.train.batches import batch_stats, trainable
+from ghpo.trainer.train.batches import batch_sparsity_record, trainable
 from ghpo.trainer.train.checkpoint import Checkpointer, TrainerState
 from ghpo.trainer.train.engine import TrainEngine
 from ghpo.trainer.train.source import BatchSource, BrokerClient
@@ -95,6 +96,11 @@ class Trainer:
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_BATCHES)
         self.history: list[StepResult] = []
         self.rank0 = _rank() == 0  # the one process that talks to the services
+        # Set by request_stop() (SIGTERM in `ghpo train`): finish the current step, checkpoint, return.
+        self.stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
 
     # ---- start
     def start(self) -> bool:
@@ -141,7 +147,7 @@ class Trainer:
         TrainingStopped on a guardrail."""
         last = self.config.run.steps if stop_after is None else min(stop_after, self.config.run.steps)
         try:
-            while self.step < last:
+            while self.step < last and not rank0_decides(self.stop_requested.is_set()):
                 self.status.phase = TrainerPhase.waiting_for_batch
                 # rank 0 pulls; every data-parallel rank trains on its share of the same batch
                 batch = rank0_decides(
@@ -167,7 +173,7 @@ class Trainer:
         if batch.batch_id in self.recent:  # redelivered after we trained on it (the ack was lost)
             self._ack(batch.batch_id)
             return
-        stats = batch_stats(batch)
+        stats = batch_sparsity_record(batch)
         metrics.BATCH_DIFFICULT.set(stats["difficult_fraction"])
         metrics.BATCH_ZERO_ADVANTAGE.set(stats["zero_advantage_fraction"])
         metrics.BATCH_REWARD_MEAN.set(stats["reward_mean"])
@@ -200,6 +206,7 @@ class Trainer:
         self.policy_version += 1
         self.history.append(result)
         self._record(result)
+        self._append_history(result, stats)
         if self.weight_sync is not None:
             self.status.phase = TrainerPhase.syncing_weights
             self.weight_sync.push(self.train, self.policy_version)
@@ -233,6 +240,25 @@ class Trainer:
             r.tokens,
             r.lr,
         )
+
+    def _append_history(self, r: StepResult, stats: dict) -> None:
+        """One JSON line per step for `ghpo run`'s report (rank 0, when run.history_file is set)."""
+        path = self.config.run.history_file
+        if not path or not self.rank0:
+            return
+        record = {
+            "step": self.step,
+            "policy_version": self.policy_version,
+            "loss": r.loss,
+            "grad_norm": r.grad_norm,
+            "entropy": r.entropy,
+            "mismatch_kl": r.mismatch_kl,
+            "tokens": r.tokens,
+            "lr": r.lr,
+            **stats,
+        }
+        with open(path, "a") as out:
+            out.write(json.dumps(record) + "\n")
 
     def _publish(self) -> None:
         self.status.step, self.status.policy_version = self.step, self.policy_version

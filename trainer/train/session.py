@@ -6,6 +6,8 @@ Not here: any of those parts' logic.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 
 from ghpo.shared.settings import ServiceSettings
 from ghpo.trainer.train.checkpoint import Checkpointer
@@ -59,5 +61,10 @@ def run_training(config: TrainConfig, source: BatchSource | None = None) -> list
                 serving(create_app(settings, board, checkpointer), config.run.host, config.run.port)
             )
         trainer = Trainer(train, source, checkpointer, weight_sync=sync, broker=broker, status=board)
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (docker stop, Kubernetes, `ghpo run` on Ctrl-C): end after the current step with a
+            # checkpoint, so a resume loses nothing.
+            previous = signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop())
+            stack.callback(signal.signal, signal.SIGTERM, previous)
         trainer.start()
         return trainer.run()

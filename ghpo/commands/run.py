@@ -1,0 +1,42 @@
+"""`ghpo run`: train the tiny model (or a configured one) with GHPO on this machine, end to end.
+
+Starts Redis, inference, verifier, broker, rollout server and trainer as local processes (ghpo.local.run),
+shows progress, and writes report.md and plots in the run folder. Ctrl-C stops cleanly; `--resume`
+continues the same run folder from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the whole system locally and train (default: the tiny model, CPU)")
+    p.add_argument("--config", type=Path, help="run config TOML (default: the built-in tiny CPU run)")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/tiny"), help="run folder (default: runs/tiny)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ghpo.cli import CliError
+    from ghpo.local.config import RunConfigError, load_run_config
+    from ghpo.local.processes import ProcessFailed
+    from ghpo.local.run import RunError
+    from ghpo.local.run import run as run_local
+
+    try:
+        cfg = load_run_config(args.config) if args.config or not args.resume else None
+        report = run_local(cfg, args.run_dir, resume=args.resume)
+    except (RunConfigError, RunError) as exc:
+        raise CliError(str(exc)) from None
+    except ProcessFailed as exc:
+        print(f"ghpo run: stopped: {exc}")
+        print(f"continue with: ghpo run --resume --run-dir {args.run_dir}")
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: ghpo run --resume --run-dir {args.run_dir}")
+        return 130
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,116 @@
+"""The config of `ghpo run`: one TOML file (or none: the tiny CPU default) for the whole local system.
+
+What it is for: one place that fixes the GHPO settings every component must agree on (hint ladder, cold
+start, group size, advantage convention), so the broker, the rollout server and the trainer cannot
+drift apart; plus the run's budget, evaluation cadence and the few service knobs a local run needs.
+`[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through unchanged.
+Unknown sections and keys are errors naming `section.key`.
+
+What it deliberately does not do: start anything (stack.py), or expose every service setting (a real
+deployment sets those through compose or Kubernetes).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ghpo.trainer.core.config import GHPOConfig
+from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
+
+
+class RunConfigError(ValueError):
+    """The run config is invalid; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Section):
+    steps: int = Field(150, ge=1, le=10**8, description="Optimizer steps in all (a resume continues).")
+    max_minutes: float = Field(
+        13.0, gt=0.0, le=10**6, description="Wall-clock budget of training; the run stops cleanly past it."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the trainer, the data order and sampling.")
+    checkpoint_every: int = Field(25, ge=1, le=10**7, description="Steps between checkpoints.")
+    eval_every: int = Field(50, ge=1, le=10**7, description="Steps between held-out evaluations.")
+    eval_per_level: int = Field(
+        60, ge=1, le=100_000, description="Held-out problems per level per evaluation."
+    )
+    eval_levels: list[int] = Field([1, 2, 3, 4], min_length=1, max_length=16, description="arith levels.")
+
+
+class ModelSection(_Section):
+    path: str | None = Field(
+        None, max_length=4096, description="Hugging Face model folder; empty: the tiny model (built once)."
+    )
+
+
+class DataSection(_Section):
+    dataset: str = Field(
+        "arith", min_length=1, max_length=4096, description="'arith' or a JSONL/Parquet path / HF dataset."
+    )
+    split: str | None = Field(None, max_length=128, description="Split of a HF dataset.")
+    arith_levels: list[int] = Field([1, 2, 3, 4], min_length=1, max_length=16, description="arith levels.")
+    arith_per_level: int = Field(400, ge=1, le=1_000_000, description="arith training problems per level.")
+
+
+class RolloutSection(_Section):
+    group_size: int = Field(8, ge=2, le=512, description="G: completions per prompt.")
+    batch_groups: int = Field(16, ge=1, le=4096, description="Groups per training batch.")
+    max_tokens: int = Field(96, ge=1, le=131_072, description="Most completion tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    max_policy_lag: int = Field(1, ge=0, le=1000, description="Staleness bound, in policy versions.")
+    max_concurrent_steps: int = Field(2, ge=1, le=256, description="GHPO steps generated at once.")
+
+
+class ServicesSection(_Section):
+    max_model_len: int = Field(512, ge=16, le=131_072, description="Inference context length.")
+    kv_cache_gib: int = Field(1, ge=1, le=1024, description="Inference KV cache (CPU), GiB.")
+    verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
+    broker_policy: str = Field("ghpo", pattern="^(ghpo|ghpo-memory|none)$", description="Hint policy.")
+    start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")
+
+
+class RunConfig(_Section):
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    ghpo: GHPOConfig = Field(default_factory=lambda: GHPOConfig(cold_start_steps=0))
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    optim: OptimSection = Field(
+        default_factory=lambda: OptimSection(lr=2e-4, warmup_steps=5, schedule="constant")
+    )
+    deepspeed: DeepSpeedSection = Field(default_factory=lambda: DeepSpeedSection(micro_batch_size=64))
+    services: ServicesSection = Field(default_factory=ServicesSection)
+
+
+def parse_run_config(data: dict[str, Any], source: str = "<defaults>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "<config>"
+            if error["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key")
+            else:
+                lines.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
+        raise RunConfigError(f"invalid run config {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_run_config(path: str | Path | None) -> RunConfig:
+    if path is None:
+        return parse_run_config({})
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RunConfigError(f"cannot read run config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunConfigError(f"run config {path} is not valid TOML: {exc}") from None
+    return parse_run_config(data, str(path))

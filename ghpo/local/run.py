@@ -1,0 +1,233 @@
+"""`ghpo run`: the whole GHPO system on one machine, trained end to end, with progress and a report.
+
+Order: Redis (data in the run folder, so a resume finds the queue, the cursor and the broker state) ->
+verifier, broker, inference, rollout server (`ghpo serve <name>`, each ready on /readyz) -> held-out
+evaluation of the starting weights -> trainer (`ghpo train`), which pulls batches, trains, pushes weights
+and checkpoints. While it trains, the trainer's per-step lines are copied into `history.jsonl`, the
+progress bar shows step, held-out accuracy, difficult fraction and hint levels, and the held-out set is
+evaluated every `run.eval_every` steps through the same inference service (greedy, no hints). The run
+ends when the trainer has taken `run.steps` steps or the time budget is spent (the trainer is asked to
+stop and checkpoints), then a final evaluation, `report.md` and the plots.
+
+Ctrl-C stops the trainer first (it checkpoints on SIGTERM), then the services in reverse order;
+`ghpo run --resume` carries on from the last checkpoint with the same run folder.
+What it deliberately does not do: restart a crashed component (the run stops and says which one, with
+the tail of its log; `--resume` continues), or run on several machines (compose, Kubernetes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ghpo.local.config import RunConfig
+from ghpo.local.processes import Child, Supervisor
+from ghpo.local.report import append_history, load_history, write_report
+from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
+from ghpo.shared.redis_local import LocalRedis
+
+CONFIG_FILE = "run-config.json"
+TRAINER_STEPS_FILE = "trainer-steps.jsonl"
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; the message says why and what to do."""
+
+
+def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunConfig:
+    """Create or reopen the run folder; a resumed run keeps the config it started with."""
+    saved = run_dir / CONFIG_FILE
+    if resume:
+        if not saved.exists():
+            raise RunError(f"--resume: {run_dir} holds no run (no {CONFIG_FILE}); start one without --resume")
+        stored = RunConfig.model_validate_json(saved.read_text())
+        if cfg is not None and cfg != stored:
+            raise RunError(f"--resume with a different config than {saved}: resume without --config")
+        return stored
+    if saved.exists():
+        raise RunError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir"
+        )
+    cfg = cfg or RunConfig()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(cfg.model_dump_json(indent=2))
+    return cfg
+
+
+def evaluate_heldout(cfg: RunConfig, ends: Endpoints) -> dict[str, float]:
+    """Greedy held-out accuracy per arith level, through the running inference and verifier services."""
+    from ghpo.trainer.eval.run import EvalConfig, evaluate
+
+    config = EvalConfig(
+        benchmarks=("arith",),
+        arith_levels=tuple(cfg.run.eval_levels),
+        arith_per_level=cfg.run.eval_per_level,
+        max_tokens=cfg.rollout.max_tokens,
+        seed=cfg.run.seed,
+        inference_url=ends.url("inference"),
+        verifier_url=ends.url("verifier"),
+        token=ends.token,
+    )
+    report = asyncio.run(evaluate(config, log=lambda _msg: None))
+    levels = report["results"]["arith"]["levels"]
+    return {level: float(metrics["pass@1"]) for level, metrics in levels.items()}
+
+
+class TrainerSteps:
+    """Reads the trainer's per-step lines as they are appended (a resumed trainer appends more)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def new_records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            text = f.read()
+        complete, _, _partial = text.rpartition("\n")  # a line being written is read next time
+        if not complete:
+            return []
+        self.offset += len(complete) + 1
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def _summary_line(step: int, steps: int, accuracy: dict[str, float], last: dict[str, Any] | None) -> str:
+    acc = " ".join(f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: int(kv[0])))
+    if last is None:
+        return f"step {step}/{steps} | held-out {acc}"
+    levels = " ".join(
+        f"{lvl}:{n}" for lvl, n in sorted(last["groups_by_level"].items(), key=lambda kv: int(kv[0]))
+    )
+    return (
+        f"step {step}/{steps} | held-out {acc} | difficult {last['difficult_fraction']:.0%} "
+        f"| zero-adv {last['zero_advantage_fraction']:.0%} | hint levels {levels}"
+    )
+
+
+def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print) -> Path:
+    """Run (or resume) the local system; returns the report's path. Raises RunError or ProcessFailed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ghpo.trainer.tiny.build import ensure_tiny_model
+
+    run_dir = Path(run_dir).resolve()
+    cfg = prepare_run_dir(run_dir, cfg, resume)
+    model_path = Path(cfg.model.path) if cfg.model.path else ensure_tiny_model(log=log)
+    started = time.monotonic()
+    redis = LocalRedis(run_dir / "redis").start()
+    try:
+        ends = Endpoints.allocate(redis.url)
+        with Supervisor(run_dir) as sup:
+            for spec in service_specs(cfg, model_path, run_dir, ends):
+                log(f"starting {spec.name} ...")
+                sup.start(spec)
+            config_path = run_dir / "trainer.toml"
+            config_path.write_text(trainer_toml(cfg, model_path, run_dir, ends))
+            steps_seen, evals = load_history(run_dir)
+            last_step = steps_seen[-1]["step"] if steps_seen else 0
+            if not evals:
+                log("evaluating the starting model on the held-out set ...")
+                accuracy = evaluate_heldout(cfg, ends)
+                append_history(
+                    run_dir, {"kind": "eval", "step": 0, "elapsed_s": 0.0, "accuracy_by_level": accuracy}
+                )
+            else:
+                accuracy = evals[-1]["accuracy_by_level"]
+            trainer = sup.start(trainer_spec(cfg, config_path, ends))
+            reader = TrainerSteps(run_dir / TRAINER_STEPS_FILE)
+            reader.offset = _resume_offset(run_dir / TRAINER_STEPS_FILE)
+            last_record = steps_seen[-1] if steps_seen else None
+            next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
+            deadline = started + 60 * cfg.run.max_minutes
+            columns = (
+                TextColumn("[bold]ghpo"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+            )
+            with Progress(*columns, transient=False) as progress:
+                task = progress.add_task(
+                    _summary_line(last_step, cfg.run.steps, accuracy, last_record),
+                    total=cfg.run.steps,
+                    completed=last_step,
+                )
+                while trainer.process.poll() is None:
+                    _check_services(sup, trainer)
+                    for record in reader.new_records():
+                        record = {"kind": "step", **record, "elapsed_s": round(time.monotonic() - started, 2)}
+                        append_history(run_dir, record)
+                        last_step, last_record = record["step"], record
+                    if last_step >= next_eval and last_step < cfg.run.steps:
+                        accuracy = evaluate_heldout(cfg, ends)
+                        append_history(
+                            run_dir,
+                            {
+                                "kind": "eval",
+                                "step": last_step,
+                                "elapsed_s": round(time.monotonic() - started, 2),
+                                "accuracy_by_level": accuracy,
+                            },
+                        )
+                        next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
+                    progress.update(
+                        task,
+                        completed=last_step,
+                        description=_summary_line(last_step, cfg.run.steps, accuracy, last_record),
+                    )
+                    if time.monotonic() > deadline:
+                        log(
+                            f"time budget of {cfg.run.max_minutes} min spent at step {last_step}: stopping the trainer"
+                        )
+                        sup.stop(trainer)
+                        break
+                    time.sleep(1.0)
+            for record in reader.new_records():
+                last_step = record["step"]
+                append_history(
+                    run_dir, {"kind": "step", **record, "elapsed_s": round(time.monotonic() - started, 2)}
+                )
+            code = trainer.process.returncode
+            if code not in (0, None) and time.monotonic() <= deadline:
+                raise trainer.failure(f"exited with code {code}")
+            accuracy = evaluate_heldout(cfg, ends)
+            append_history(
+                run_dir,
+                {
+                    "kind": "eval",
+                    "step": last_step,
+                    "elapsed_s": round(time.monotonic() - started, 2),
+                    "accuracy_by_level": accuracy,
+                },
+            )
+    finally:
+        redis.stop()
+    return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
+
+
+def _resume_offset(path: Path) -> int:
+    """Lines already copied into the history by an earlier `ghpo run` are not copied again."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def _check_services(sup: Supervisor, trainer: Child) -> None:
+    for child in sup.children:
+        if child is not trainer and child.process.poll() is not None:
+            raise child.failure(f"exited with code {child.process.returncode} during the run")
+
+
+def _facts(cfg: RunConfig, model_path: Path, run_dir: Path, started: float) -> dict[str, Any]:
+    return {
+        "model": model_path,
+        "dataset": cfg.data.dataset
+        + (f" levels {cfg.data.arith_levels}" if cfg.data.dataset == "arith" else ""),
+        "GHPO": f"ladder {list(cfg.ghpo.hint_ladder)}, cold start {cfg.ghpo.cold_start_steps} steps, "
+        f"G = {cfg.rollout.group_size}, {cfg.rollout.batch_groups} groups per step, lag <= {cfg.rollout.max_policy_lag}",
+        "wall time of this invocation": f"{(time.monotonic() - started) / 60:.1f} min",
+        "run folder": run_dir,
+    }

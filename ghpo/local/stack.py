@@ -1,0 +1,181 @@
+"""Wire the local system: ports, a shared token, each service's environment, and the trainer's TOML.
+
+What it is for: `ghpo run` starts the same `ghpo serve <name>` and `ghpo train` entry points that compose
+and Kubernetes start, configured only through their documented GHPO_<SERVICE>_* variables and the
+trainer config file, so the local run exercises the production wiring. Every GHPO setting shared by
+several components comes from the one `RunConfig.ghpo`.
+
+What it deliberately does not do: start processes (processes.py) or decide when to stop (run.py).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghpo.local.config import RunConfig
+from ghpo.local.processes import ProcessSpec, ghpo_argv
+from ghpo.shared.redis_local import free_port
+
+SERVICES = ("verifier", "broker", "inference", "rollout")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    redis_url: str
+    token: str
+    ports: dict[str, int]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @classmethod
+    def allocate(cls, redis_url: str) -> Endpoints:
+        return cls(
+            redis_url, secrets.token_urlsafe(24), {name: free_port() for name in (*SERVICES, "trainer")}
+        )
+
+
+def _env(prefix: str, values: dict[str, object]) -> dict[str, str]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, list | tuple | dict):
+            text = json.dumps(list(value) if isinstance(value, tuple) else value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        out[f"GHPO_{prefix}_{key.upper()}"] = text
+    return out
+
+
+def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> list[ProcessSpec]:
+    """The four services in start order (each depends only on those before it)."""
+    ghpo = cfg.ghpo
+    common = {"host": "127.0.0.1", "token": ends.token}
+    envs = {
+        "verifier": _env(
+            "VERIFIER", {**common, "port": ends.ports["verifier"], "workers": cfg.services.verifier_workers}
+        ),
+        "broker": _env(
+            "BROKER",
+            {
+                **common,
+                "port": ends.ports["broker"],
+                "redis_url": ends.redis_url,
+                "policy": cfg.services.broker_policy,
+                "hint_ladder": ghpo.hint_ladder,
+                "cold_start_steps": ghpo.cold_start_steps,
+                "group_size": cfg.rollout.group_size,
+            },
+        ),
+        "inference": _env(
+            "INFERENCE",
+            {
+                **common,
+                "port": ends.ports["inference"],
+                "model": model_path,
+                "max_model_len": cfg.services.max_model_len,
+                "kv_cache_gib": cfg.services.kv_cache_gib,
+                "seed": cfg.run.seed,
+                "staging_dir": run_dir / "inference-staging",
+            },
+        ),
+        "rollout": _env(
+            "ROLLOUT",
+            {
+                **common,
+                "port": ends.ports["rollout"],
+                "inference_urls": [ends.url("inference")],
+                "verifier_url": ends.url("verifier"),
+                "broker_url": ends.url("broker"),
+                "upstream_token": ends.token,
+                "redis_url": ends.redis_url,
+                "batch_groups": cfg.rollout.batch_groups,
+                "prompts_per_step": cfg.rollout.batch_groups,
+                "max_policy_lag": cfg.rollout.max_policy_lag,
+                "max_concurrent_steps": cfg.rollout.max_concurrent_steps,
+                "dataset": cfg.data.dataset,
+                **({"dataset_split": cfg.data.split} if cfg.data.split else {}),
+                "arith_levels": cfg.data.arith_levels,
+                "arith_per_level": cfg.data.arith_per_level,
+                "seed": cfg.run.seed,
+                "hint_ladder": ghpo.hint_ladder,
+                "cold_start_steps": ghpo.cold_start_steps,
+                "hint_cut": ghpo.hint_cut,
+                "condition_on": ghpo.condition_on,
+                "advantage_eps": ghpo.advantage_eps,
+                "scale_advantages": ghpo.scale_advantages,
+                "group_size": cfg.rollout.group_size,
+                "temperature": cfg.rollout.temperature,
+                "max_tokens": cfg.rollout.max_tokens,
+                "include_text": False,
+            },
+        ),
+    }
+    return [
+        ProcessSpec(
+            name,
+            ghpo_argv("serve", name),
+            env=envs[name],
+            ready_url=f"{ends.url(name)}/readyz",
+            start_timeout_s=cfg.services.start_timeout_s,
+        )
+        for name in SERVICES
+    ]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _toml_section(name: str, values: dict[str, object]) -> list[str]:
+    return [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None] + [""]
+
+
+def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> str:
+    """The trainer's config file for this run (the token travels in the environment, not the file)."""
+    lines = ["# written by `ghpo run`; edit the run config instead", ""]
+    lines += _toml_section("model", {"path": model_path})
+    lines += _toml_section("ghpo", cfg.ghpo.model_dump())
+    lines += _toml_section("optim", cfg.optim.model_dump())
+    lines += _toml_section("deepspeed", cfg.deepspeed.model_dump())
+    lines += _toml_section(
+        "run",
+        {
+            "steps": cfg.run.steps,
+            "seed": cfg.run.seed,
+            "checkpoint_dir": run_dir / "checkpoints",
+            "checkpoint_every": cfg.run.checkpoint_every,
+            "resume": True,
+            "port": ends.ports["trainer"],
+            "history_file": run_dir / "trainer-steps.jsonl",
+        },
+    )
+    lines += _toml_section(
+        "services",
+        {
+            "rollout_url": ends.url("rollout"),
+            "inference_urls": [ends.url("inference")],
+            "broker_url": ends.url("broker"),
+        },
+    )
+    return "\n".join(lines)
+
+
+def trainer_spec(cfg: RunConfig, config_path: Path, ends: Endpoints) -> ProcessSpec:
+    return ProcessSpec(
+        "trainer",
+        ghpo_argv("train", "--config", str(config_path)),
+        env={"GHPO_TRAINER_TOKEN": ends.token},
+        ready_url=None,
+        start_timeout_s=cfg.services.start_timeout_s,
+    )
