@@ -30,8 +30,11 @@ install: $(STAMP)
 tiny-model: install
 	$(BIN)/ghpo tiny build --eval-per-level 0
 
+# The main job: the whole system on this machine, training the tiny model with GHPO (about 15 minutes on
+# 2 cores), ending with report.md and plots in a fresh run folder. Ctrl-C stops it; the message says how
+# to resume.
 run: install
-	$(BIN)/ghpo tiny build
+	$(BIN)/ghpo run --run-dir runs/$$(date +%Y%m%d-%H%M%S)
 
 lint: install
 	$(BIN)/ruff check .

@@ -31,6 +31,7 @@ from ghpo.shared.redis_local import LocalRedis
 
 CONFIG_FILE = "run-config.json"
 TRAINER_STEPS_FILE = "trainer-steps.jsonl"
+ENDPOINTS_FILE = "endpoints.json"
 
 
 class RunError(RuntimeError):
@@ -122,6 +123,8 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
     redis = LocalRedis(run_dir / "redis").start()
     try:
         ends = Endpoints.allocate(redis.url)
+        # Where this invocation's services listen (ports change on --resume): for curl, Prometheus, tests.
+        (run_dir / ENDPOINTS_FILE).write_text(json.dumps(ends.public(), indent=2))
         with Supervisor(run_dir) as sup:
             for spec in service_specs(cfg, model_path, run_dir, ends):
                 log(f"starting {spec.name} ...")
@@ -138,9 +141,14 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
                 )
             else:
                 accuracy = evals[-1]["accuracy_by_level"]
-            trainer = sup.start(trainer_spec(cfg, config_path, ends))
             reader = TrainerSteps(run_dir / TRAINER_STEPS_FILE)
-            reader.offset = _resume_offset(run_dir / TRAINER_STEPS_FILE)
+            # Steps the trainer logged after the last copy (it finishes its step when stopped) are
+            # copied now; later lines, a resumed trainer's, are all new.
+            for record in reader.new_records():
+                if record["step"] > last_step:
+                    last_step = record["step"]
+                    append_history(run_dir, {"kind": "step", **record, "elapsed_s": 0.0})
+            trainer = sup.start(trainer_spec(cfg, config_path, ends))
             last_record = steps_seen[-1] if steps_seen else None
             next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
             deadline = started + 60 * cfg.run.max_minutes
@@ -208,11 +216,6 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
     finally:
         redis.stop()
     return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
-
-
-def _resume_offset(path: Path) -> int:
-    """Lines already copied into the history by an earlier `ghpo run` are not copied again."""
-    return path.stat().st_size if path.exists() else 0
 
 
 def _check_services(sup: Supervisor, trainer: Child) -> None:

@@ -31,6 +31,10 @@ class Endpoints:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def public(self) -> dict[str, str]:
+        """Every component's base URL (the token stays out: it is a secret)."""
+        return {"redis": self.redis_url} | {name: self.url(name) for name in self.ports}
+
     @classmethod
     def allocate(cls, redis_url: str) -> Endpoints:
         return cls(

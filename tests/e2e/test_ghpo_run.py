@@ -1,0 +1,130 @@
+"""`ghpo run` end to end: the whole local system trains, Prometheus reads its reward-sparsity series,
+Ctrl-C stops it cleanly with a checkpoint, `--resume` finishes the run, and the report is written.
+
+One test on purpose: starting vLLM, DeepSpeed and four services costs most of its time, and the
+interrupt/resume path needs a run in progress anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.prometheus import prometheus_binary, running_prometheus
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[run]
+steps = 5
+checkpoint_every = 100   # only the stop on Ctrl-C writes a checkpoint before the end
+eval_every = 100
+eval_per_level = 4
+eval_levels = [1, 2]
+
+[data]
+arith_levels = [1, 2, 3]
+arith_per_level = 50
+
+[rollout]
+group_size = 4
+batch_groups = 4
+max_tokens = 64
+
+[optim]
+lr = 1e-4
+"""
+
+
+def _wait(predicate, timeout_s: float, what: str, process: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(
+                f"ghpo run exited ({process.returncode}) before {what}:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def _steps(run_dir: Path) -> list[int]:
+    path = run_dir / "trainer-steps.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _ghpo_run(run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ghpo", "run", "--run-dir", str(run_dir), *extra],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TERM": "dumb"},
+    )
+
+
+def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path):
+    if prometheus_binary() is None:
+        pytest.skip("no prometheus binary (deploy/tools/install-validators.sh installs it)")
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    run_dir, log = tmp_path / "run", tmp_path / "ghpo-run.log"
+
+    first = _ghpo_run(run_dir, log, "--config", str(config))
+    try:
+        endpoints = _wait(
+            lambda: (
+                (run_dir / "endpoints.json").exists() and json.loads((run_dir / "endpoints.json").read_text())
+            ),
+            300,
+            "the endpoints file",
+            first,
+            log,
+        )
+        jobs = {"ghpo-rollout": [endpoints["rollout"]], "ghpo-trainer": [endpoints["trainer"]]}
+        with running_prometheus(jobs, work_dir=tmp_path / "prometheus") as prom:
+            _wait(lambda: len(_steps(run_dir)) >= 2, 600, "two training steps", first, log)
+            started = prom.wait_for(
+                "sum(ghpo_rollout_groups_started_total)", lambda r: r and float(r[0]["value"][1]) > 0
+            )
+            difficult = prom.wait_for("sum(ghpo_rollout_difficult_groups_total)")
+            by_level = prom.wait_for("sum by (final_level) (ghpo_rollout_groups_enqueued_total)")
+            batch_difficult = prom.wait_for("ghpo_trainer_batch_difficult_fraction")
+        assert float(difficult[0]["value"][1]) <= float(started[0]["value"][1])
+        assert {series["metric"]["final_level"] for series in by_level} <= {"0", "1", "2", "3"}
+        assert 0.0 <= float(batch_difficult[0]["value"][1]) <= 1.0
+
+        first.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        assert first.wait(120) == 130
+    finally:
+        if first.poll() is None:
+            first.kill()
+    stopped_at = _steps(run_dir)[-1]
+    assert stopped_at < 5
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest.endswith(f"{stopped_at:09d}"), (
+        f"the stop checkpointed step {stopped_at}: latest is {latest}"
+    )
+    with pytest.raises(httpx.TransportError):  # every service was stopped with the run
+        httpx.get(endpoints["rollout"] + "/healthz", timeout=2)
+
+    second = _ghpo_run(run_dir, log, "--resume")
+    assert second.wait(900) == 0, log.read_text()[-3000:]
+
+    steps = _steps(run_dir)
+    assert steps == list(range(1, 6)), f"every step exactly once across the interruption: {steps}"
+    report = (run_dir / "report.md").read_text()
+    assert "| level | step 0 | step 5 |" in report
+    for plot in ("accuracy_per_level", "reward_sparsity", "hint_levels"):
+        assert (run_dir / f"{plot}.png").stat().st_size > 0
