@@ -135,21 +135,17 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
             last_step = steps_seen[-1]["step"] if steps_seen else 0
             if not evals:
                 log("evaluating the starting model on the held-out set ...")
-                accuracy = evaluate_heldout(cfg, ends)
-                append_history(
-                    run_dir, {"kind": "eval", "step": 0, "elapsed_s": 0.0, "accuracy_by_level": accuracy}
-                )
+                accuracy = _record_eval(cfg, ends, run_dir, 0, started)
             else:
                 accuracy = evals[-1]["accuracy_by_level"]
             reader = TrainerSteps(run_dir / TRAINER_STEPS_FILE)
             # Steps the trainer logged after the last copy (it finishes its step when stopped) are
             # copied now; later lines, a resumed trainer's, are all new.
-            for record in reader.new_records():
-                if record["step"] > last_step:
-                    last_step = record["step"]
-                    append_history(run_dir, {"kind": "step", **record, "elapsed_s": 0.0})
+            last_record = _copy_steps(reader, run_dir, started, after=last_step) or (
+                steps_seen[-1] if steps_seen else None
+            )
+            last_step = last_record["step"] if last_record else 0
             trainer = sup.start(trainer_spec(cfg, config_path, ends))
-            last_record = steps_seen[-1] if steps_seen else None
             next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
             deadline = started + 60 * cfg.run.max_minutes
             columns = (
@@ -167,21 +163,10 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
                 )
                 while trainer.process.poll() is None:
                     _check_services(sup, trainer)
-                    for record in reader.new_records():
-                        record = {"kind": "step", **record, "elapsed_s": round(time.monotonic() - started, 2)}
-                        append_history(run_dir, record)
-                        last_step, last_record = record["step"], record
+                    last_record = _copy_steps(reader, run_dir, started) or last_record
+                    last_step = last_record["step"] if last_record else last_step
                     if last_step >= next_eval and last_step < cfg.run.steps:
-                        accuracy = evaluate_heldout(cfg, ends)
-                        append_history(
-                            run_dir,
-                            {
-                                "kind": "eval",
-                                "step": last_step,
-                                "elapsed_s": round(time.monotonic() - started, 2),
-                                "accuracy_by_level": accuracy,
-                            },
-                        )
+                        accuracy = _record_eval(cfg, ends, run_dir, last_step, started)
                         next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
                     progress.update(
                         task,
@@ -195,27 +180,38 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
                         sup.stop(trainer)
                         break
                     time.sleep(1.0)
-            for record in reader.new_records():
-                last_step = record["step"]
-                append_history(
-                    run_dir, {"kind": "step", **record, "elapsed_s": round(time.monotonic() - started, 2)}
-                )
+            last_record = _copy_steps(reader, run_dir, started) or last_record
+            last_step = last_record["step"] if last_record else last_step
             code = trainer.process.returncode
             if code not in (0, None) and time.monotonic() <= deadline:
                 raise trainer.failure(f"exited with code {code}")
-            accuracy = evaluate_heldout(cfg, ends)
-            append_history(
-                run_dir,
-                {
-                    "kind": "eval",
-                    "step": last_step,
-                    "elapsed_s": round(time.monotonic() - started, 2),
-                    "accuracy_by_level": accuracy,
-                },
-            )
+            _record_eval(cfg, ends, run_dir, last_step, started)
     finally:
         redis.stop()
     return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
+
+
+def _copy_steps(
+    reader: TrainerSteps, run_dir: Path, started: float, after: int = -1
+) -> dict[str, Any] | None:
+    """Copy the trainer's new step lines (those past step `after`) into the history; returns the last."""
+    last = None
+    for record in reader.new_records():
+        if record["step"] > after:
+            last = {"kind": "step", **record, "elapsed_s": round(time.monotonic() - started, 2)}
+            append_history(run_dir, last)
+    return last
+
+
+def _record_eval(
+    cfg: RunConfig, ends: Endpoints, run_dir: Path, step: int, started: float
+) -> dict[str, float]:
+    accuracy = evaluate_heldout(cfg, ends)
+    elapsed = round(time.monotonic() - started, 2)
+    append_history(
+        run_dir, {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
+    )
+    return accuracy
 
 
 def _check_services(sup: Supervisor, trainer: Child) -> None:

@@ -23,14 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = VerifierPool(
-            workers=settings.workers,
-            item_deadline_s=settings.item_deadline_s,
-            math_timeout_s=settings.math_timeout_s,
-            max_chunk_items=settings.max_chunk_items,
-            worker_memory_mib=settings.worker_memory_mib,
-            max_queued_items=settings.max_queued_items,
-        )
+        pool = VerifierPool.from_settings(settings)
         app.state.pool = pool
         await pool.start()
         try:

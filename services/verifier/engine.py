@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from ghpo.services.verifier import metrics, worker
 from ghpo.shared.errors import Unavailable
@@ -109,6 +110,18 @@ class VerifierPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.restarts = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, max_queued_items: int | None = None) -> VerifierPool:
+        """The pool a verifier `Settings` describes (the service, `ghpo eval` and benches share it)."""
+        return cls(
+            workers=settings.workers,
+            item_deadline_s=settings.item_deadline_s,
+            math_timeout_s=settings.math_timeout_s,
+            max_chunk_items=settings.max_chunk_items,
+            worker_memory_mib=settings.worker_memory_mib,
+            max_queued_items=settings.max_queued_items if max_queued_items is None else max_queued_items,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------------
 

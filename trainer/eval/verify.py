@@ -45,15 +45,8 @@ class LocalVerifier:
         from ghpo.services.verifier.engine import VerifierPool
         from ghpo.services.verifier.settings import Settings
 
-        settings = Settings(workers=workers)
-        pool = VerifierPool(
-            workers=settings.workers,
-            item_deadline_s=settings.item_deadline_s,
-            math_timeout_s=settings.math_timeout_s,
-            max_chunk_items=settings.max_chunk_items,
-            worker_memory_mib=settings.worker_memory_mib,
-            max_queued_items=10_000_000,  # one caller, all items at once: no back-pressure needed
-        )
+        # one caller, all items at once: no back-pressure needed
+        pool = VerifierPool.from_settings(Settings(workers=workers), max_queued_items=10_000_000)
         await pool.start()
         return cls(pool)
 
