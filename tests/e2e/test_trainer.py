@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from prometheus_client import REGISTRY
 
 pytest.importorskip("vllm")
 pytest.importorskip("deepspeed")
@@ -268,6 +269,20 @@ def test_weight_push_after_a_step_changes_what_inference_samples(model_dir, batc
         torch.log_softmax(logits, -1).gather(-1, torch.tensor(sample.token_ids).view(-1, 1)).view(-1)
     )
     assert torch.allclose(trainer_logps, torch.tensor(sample.logprobs), atol=1e-3)
+
+
+def test_nccl_push_to_a_cpu_replica_is_a_counted_failure_and_the_served_version_stays(
+    model_dir, inference_url, tmp_path
+):
+    config = make_config(model_dir, tmp_path)
+    train = build_engine(config)
+    sync = WeightSync([inference_url], token=TOKEN, transport="nccl")
+    served = sync.served_versions()[inference_url]
+    failures = REGISTRY.get_sample_value("ghpo_trainer_weight_sync_failures_total") or 0.0
+    assert sync.push(train, served + 1) == 0
+    assert REGISTRY.get_sample_value("ghpo_trainer_weight_sync_failures_total") == failures + 1
+    assert sync.served_versions()[inference_url] == served
+    sync.close()
 
 
 def test_nonfinite_loss_stops_the_run_with_a_checkpoint_of_the_last_good_state(model_dir, batches, tmp_path):

@@ -102,6 +102,21 @@ class ServicesSection(_Section):
         "float32", description="dtype of pushed weights: what the inference replicas serve."
     )
     timeout_s: float = Field(120.0, gt=0.0, le=3600.0, description="Time limit of one HTTP call.")
+    weight_transport: Literal["http", "nccl"] = Field(
+        "http",
+        description="How weights reach inference: HTTP buckets (any machine), or an NCCL broadcast from this "
+        "rank 0 to the replicas' GPU workers (CUDA on both sides).",
+    )
+    nccl_master_address: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="NCCL: this trainer's address, as replicas see it.",
+    )
+    nccl_port: int = Field(
+        29600, ge=1024, le=65000, description="NCCL: rendezvous port of the first replica (+i for replica i)."
+    )
+    nccl_timeout_s: float = Field(300.0, gt=0.0, le=3600.0, description="NCCL: time limit of one update.")
 
 
 class TrainConfig(_Section):

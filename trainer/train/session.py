@@ -36,6 +36,10 @@ def run_training(config: TrainConfig, source: BatchSource | None = None) -> list
             bucket_bytes=services.weight_bucket_bytes,
             dtype=services.push_dtype,
             timeout_s=services.timeout_s,
+            transport=services.weight_transport,
+            nccl_master_address=services.nccl_master_address,
+            nccl_port=services.nccl_port,
+            nccl_timeout_s=services.nccl_timeout_s,
         )
         if services.inference_urls  # on every rank: ZeRO-3 gathers for a push are collective
         else None

@@ -10,8 +10,11 @@ never sent (the inference service refuses names its checkpoint does not store).
 once and reused). A replica that fails a push is remembered as behind and retried on every later sync;
 `catch_up()` asks each replica what it serves and pushes the current weights to any that is behind (a
 restarted replica serves version 0), so none serves old weights for longer than one step once it is
-reachable again. The NCCL path (GPU, replicas in one process group) is `broadcast_buckets`, used instead
-of HTTP when a process group to the replicas exists. Not here: deciding when to push (loop.py).
+reachable again. With `transport="nccl"` (`services.weight_transport`) rank 0 instead hosts an NCCL
+rendezvous per replica and broadcasts from its CUDA device in buckets through the inference service's
+`POST /v1/weights/nccl` (services/inference/nccl_client.py), with a timeout; a replica that cannot take
+it (a CPU engine) fails the push like any other failure. `broadcast_buckets`/`receive_buckets` move
+buckets between the trainer's own ranks. Not here: deciding when to push (loop.py).
 """
 
 from __future__ import annotations
@@ -97,13 +100,17 @@ class Replica:
 
 @dataclass
 class WeightSync:
-    """Pushes of full weights to every inference replica over HTTP."""
+    """Pushes of full weights to every inference replica: HTTP buckets, or NCCL from a CUDA trainer."""
 
     urls: list[str]
     token: str | None = None
     bucket_bytes: int = 64 * 1024 * 1024
     dtype: str = "float32"
     timeout_s: float = 120.0
+    transport: str = "http"  # or "nccl" (see _send_nccl)
+    nccl_master_address: str = "127.0.0.1"
+    nccl_port: int = 29600
+    nccl_timeout_s: float = 300.0
     replicas: list[Replica] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +167,12 @@ class WeightSync:
                 )
                 continue
             try:
+                if self.transport == "nccl":
+                    status = self._send_nccl(replica, tensors, version, self.replicas.index(replica))
+                    replica.served_version = status.policy_version
+                    metrics.WEIGHT_SYNC_BYTES.inc(sum(t.numel() * t.element_size() for t in tensors.values()))
+                    ok += 1
+                    continue
                 if chunks is None:
                     limit = replica.client.request_json("GET", "/v1/weights", response_model=WeightsStatus)
                     chunk_bytes = max(1, min(self.bucket_bytes, limit.max_chunk_bytes - HEADER_ROOM_BYTES))
@@ -174,6 +187,23 @@ class WeightSync:
                 log.warning("weight push of version %d to %s failed: %s", version, replica.url, exc)
         metrics.WEIGHT_SYNC_SECONDS.observe(time.monotonic() - started)
         return ok + (len(self.replicas) - len(targets))
+
+    def _send_nccl(self, replica: Replica, tensors: dict[str, torch.Tensor], version: int, index: int):
+        """One NCCL update of one replica: this rank hosts the rendezvous on `nccl_port + index` and
+        broadcasts the weights from its CUDA device in buckets (services/inference/nccl_client.py); a
+        replica whose engine is not on a GPU answers 409, counted as a failed push like any other."""
+        from ghpo.services.inference.nccl_client import push_weights_nccl
+
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        return push_weights_nccl(
+            replica.client,
+            {name: t.to(device) for name, t in tensors.items()} if device is not None else tensors,
+            version,
+            master_address=self.nccl_master_address,
+            master_port=self.nccl_port + index,
+            timeout_s=self.nccl_timeout_s,
+            bucket_bytes=self.bucket_bytes,
+        )
 
     def catch_up(self, train: TrainEngine, version: int) -> int:
         """Bring every replica that serves something other than `version` to it; returns how many do.
