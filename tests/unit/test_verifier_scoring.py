@@ -93,12 +93,17 @@ def test_parse_gold_works_off_the_main_thread_but_score_refuses():
     assert "main thread" in str(out["error"])
 
 
-@pytest.mark.parametrize(
-    "completion", ["\\boxed{9^{9^{9^9}}}", "\\boxed{" + "\\frac{" * 300 + "1}{2}" * 300 + "}"]
-)
-def test_pathological_latex_times_out_instead_of_hanging(completion):
-    result = score(completion, "3", timeout_s=1)
+def test_a_power_tower_times_out_instead_of_hanging():
+    result = score("\\boxed{9^{9^{9^9}}}", "3", timeout_s=1)
     assert result.status == "timeout"
+    assert result.accuracy == 0.0
+
+
+def test_deeply_nested_latex_returns_zero_within_its_time_limit():
+    # Whether 300 nested fractions parse inside 1 s depends on the machine: both outcomes are fine, a
+    # hang (caught by the test timeout) or a reward is not.
+    result = score("\\boxed{" + "\\frac{" * 300 + "1}{2}" * 300 + "}", "3", timeout_s=1)
+    assert result.status in ("timeout", "ok")
     assert result.accuracy == 0.0
 
 
