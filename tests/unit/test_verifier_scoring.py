@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from ghpo.services.verifier import rewards
 from ghpo.services.verifier.scoring import FORMAT_PATTERN, format_reward, parse_gold, score
 
