@@ -60,6 +60,20 @@ def batches(inference_url):
     return recorded
 
 
+@pytest.fixture(scope="module")
+def straight(model_dir, batches, tmp_path_factory):
+    """4 steps without a stop: what both resume tests must reproduce."""
+    folder = tmp_path_factory.mktemp("straight")
+    trainer = Trainer(
+        build_engine(make_config(model_dir, folder, run={"steps": 4})),
+        ListSource(batches),
+        Checkpointer(folder),
+    )
+    trainer.start()
+    trainer.run()
+    return trainer
+
+
 def make_config(model_dir, checkpoint_dir, **sections):
     data = {
         "model": {"path": str(model_dir)},
@@ -140,15 +154,8 @@ def test_bf16_zero2_step_trains_and_pushes_the_fp32_master_weights(model_dir, ba
     assert max(float((pushed[n] - compute[n].float()).abs().max()) for n in pushed) > 0
 
 
-def test_resume_after_a_stop_gives_the_parameters_of_a_straight_run(model_dir, batches, tmp_path):
-    steps = 4
-    straight = Trainer(
-        build_engine(make_config(model_dir, tmp_path / "a", run={"steps": steps})),
-        ListSource(batches),
-        Checkpointer(tmp_path / "a"),
-    )
-    straight.start()
-    straight.run()
+def test_resume_after_a_stop_gives_the_parameters_of_a_straight_run(model_dir, batches, straight, tmp_path):
+    steps = straight.step
 
     source = ListSource(batches)
     first = Trainer(
@@ -178,7 +185,9 @@ def test_resume_after_a_stop_gives_the_parameters_of_a_straight_run(model_dir, b
     assert diff <= RESUME_TOLERANCE, f"resumed run differs from the straight run by {diff}"
 
 
-def test_resume_in_a_fresh_process_gives_the_parameters_of_a_straight_run(model_dir, batches, tmp_path):
+def test_resume_in_a_fresh_process_gives_the_parameters_of_a_straight_run(
+    model_dir, batches, straight, tmp_path
+):
     import json
     import os
     import subprocess
@@ -187,14 +196,7 @@ def test_resume_in_a_fresh_process_gives_the_parameters_of_a_straight_run(model_
 
     from safetensors.torch import load_file
 
-    steps = 4
-    straight = Trainer(
-        build_engine(make_config(model_dir, tmp_path / "a", run={"steps": steps})),
-        ListSource(batches),
-        Checkpointer(tmp_path / "a"),
-    )
-    straight.start()
-    straight.run()
+    steps = straight.step
     config = make_config(model_dir, tmp_path / "b", run={"steps": steps})
     first = Trainer(build_engine(config), ListSource(batches), Checkpointer(tmp_path / "b"))
     first.start()
