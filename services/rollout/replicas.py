@@ -1,11 +1,12 @@
 """The inference replica pool: which replica serves the next generation call, and which are out.
 
 Replicas come from a list of URLs and/or one URL whose host name resolves to many addresses (a Kubernetes
-headless service), re-resolved every `dns_refresh_s`. Work goes to the healthy replica with the fewest
-outstanding requests (ties: the one used longest ago). A replica whose call fails (transport error or 5xx
-after the client's own retries) is ejected for `eject_s`; after that, one GET /readyz probe decides
-whether it comes back (else it stays out another `eject_s`). Busy time per replica (some request
-outstanding) is recorded, so the engine busy fraction can be computed over a window.
+headless service, resolved by ghpo.shared.replica_dns as the trainer does), re-resolved every
+`dns_refresh_s`. Work goes to the healthy replica with the fewest outstanding requests (ties: the one
+used longest ago). A replica whose call fails (transport error or 5xx after the client's own retries) is
+ejected for `eject_s`; after that, one GET /readyz probe decides whether it comes back (else it stays out
+another `eject_s`). Busy time per replica (some request outstanding) is recorded, so the engine busy
+fraction can be computed over a window.
 
 What this module does not do: build requests or retry a call on another replica (the sampler does).
 """
@@ -14,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from ghpo.shared.http import ServiceClient
 from ghpo.shared.logs import get_logger
+from ghpo.shared.replica_dns import replica_urls
 
 log = get_logger(__name__)
 BUSY_HISTORY = 4096  # busy intervals kept per replica (enough for a minute at any realistic rate)
@@ -43,21 +43,6 @@ class Replica:
         if self.busy_since is not None:
             total += max(0.0, end - max(self.busy_since, start))
         return total
-
-
-def resolve(url: str) -> list[str]:
-    """One URL per address its host resolves to (same scheme, port and path)."""
-    parts = urlsplit(url)
-    if parts.hostname is None:
-        raise ValueError(f"inference_dns {url!r} has no host name")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    addresses = sorted({info[4][0] for info in infos})
-    urls = []
-    for address in addresses:
-        host = f"[{address}]" if ":" in address else address
-        urls.append(urlunsplit((parts.scheme, f"{host}:{port}", parts.path, "", "")))
-    return urls
 
 
 class ReplicaPool:
@@ -102,7 +87,7 @@ class ReplicaPool:
             return
         self._resolved_at = time.monotonic()
         try:
-            found = await asyncio.to_thread(resolve, self.dns)
+            found = await asyncio.to_thread(replica_urls, self.dns)
         except OSError as exc:
             log.warning("could not resolve %s: %s; keeping %d replicas", self.dns, exc, len(self.replicas))
             return

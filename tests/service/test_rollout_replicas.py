@@ -7,7 +7,7 @@ import asyncio
 
 from fastapi import FastAPI, Response
 
-from ghpo.services.rollout.replicas import ReplicaPool, resolve
+from ghpo.services.rollout.replicas import ReplicaPool
 
 
 def replica_app(state: dict) -> FastAPI:
@@ -48,7 +48,3 @@ def test_work_goes_to_the_least_busy_replica_and_a_failing_one_is_ejected_then_p
         await pool.close()
 
     asyncio.run(scenario())
-
-
-def test_a_dns_name_resolves_to_one_url_per_address():
-    assert "http://127.0.0.1:8103/v1" in resolve("http://localhost:8103/v1")

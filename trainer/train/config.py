@@ -3,9 +3,11 @@
 Sections (unknown sections and keys are errors, so a misspelt key never silently keeps its default):
 [model] path; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the LR schedule; [deepspeed] ZeRO
 stage, precision, gradient checkpointing, micro-batch size; [run] steps, seed, checkpoints, stop rules,
-the status/metrics port; [services] the rollout server, inference replicas, broker and token.
-`services.token` may instead come from $GHPO_TRAINER_TOKEN. `load_config(path)` raises `ConfigError` whose message names every bad key as `section.key` with what is
-allowed. Deliberately not here: building anything from the config (engine.py, loop.py).
+the status/metrics port; [services] the rollout server, inference replicas (a URL list and/or a DNS
+name), broker and token.
+`services.token` may instead come from $GHPO_TRAINER_TOKEN. `load_config(path)` raises `ConfigError`
+whose message names every bad key as `section.key` with what is allowed. Deliberately not here: building
+anything from the config (engine.py, loop.py).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ghpo.trainer.core.config import GHPOConfig, allowed_range
 
@@ -93,6 +96,16 @@ class ServicesSection(_Section):
     inference_urls: list[str] = Field(
         default_factory=list, max_length=1024, description="Every inference replica to push weights to."
     )
+    inference_dns: str | None = Field(
+        None,
+        max_length=2048,
+        description="One URL whose host name resolves to every inference replica (a headless Service), "
+        "re-resolved before pushes; replicas that appear are brought to the current version. Used in "
+        "addition to inference_urls.",
+    )
+    dns_refresh_s: float = Field(
+        0.0, ge=0.0, le=3600.0, description="Least time between resolutions of inference_dns (0: every push)."
+    )
     broker_url: str | None = Field(None, max_length=2048, description="Guidance broker (checkpoints).")
     token: str | None = Field(None, max_length=4096, description="Bearer token for all of them.")
     weight_bucket_bytes: int = Field(
@@ -117,6 +130,13 @@ class ServicesSection(_Section):
         29600, ge=1024, le=65000, description="NCCL: rendezvous port of the first replica (+i for replica i)."
     )
     nccl_timeout_s: float = Field(300.0, gt=0.0, le=3600.0, description="NCCL: time limit of one update.")
+
+    @field_validator("inference_dns", mode="after")
+    @classmethod
+    def _has_host(cls, value: str | None) -> str | None:
+        if value is not None and not urlsplit(value).hostname:
+            raise ValueError("must be a URL with a host name, e.g. http://inference:8103")
+        return value
 
 
 class TrainConfig(_Section):

@@ -12,7 +12,10 @@ a batch with nothing trainable (all advantages 0) is acknowledged without a step
 `run.max_empty_batches` of them in a row stop the run; otherwise one optimizer step, a push (replicas
 that missed an earlier push are caught up by it), the version announcement and the ack. A checkpoint
 every `run.checkpoint_every` steps and at the end. A non-finite loss or gradient stops the run with
-`TrainingStopped`, after saving the last good state. Not here: the step's maths (step.py).
+`TrainingStopped`, after saving the last good state -- on every rank at once, even when only one rank
+saw it (the check is collective, step.py). With several data-parallel ranks, rank 0 alone talks to the
+services (pulls, announces, acks, pushes); its decisions reach the others by `rank0_decides`, and every
+rank trains its share of each batch. Not here: the step's maths (step.py).
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ class Trainer:
 
     def _sync_at_start(self, *, resumed: bool) -> None:
         self.status.phase = TrainerPhase.syncing_weights
-        if self.weight_sync is not None and self.weight_sync.replicas:
+        if self.weight_sync is not None:  # not `.replicas`: only rank 0 resolves them, all ranks decide
             push, version = False, self.policy_version
             if self.rank0:
                 known = [v for v in self.weight_sync.served_versions().values() if v is not None]

@@ -40,8 +40,11 @@ def run_training(config: TrainConfig, source: BatchSource | None = None) -> list
             nccl_master_address=services.nccl_master_address,
             nccl_port=services.nccl_port,
             nccl_timeout_s=services.nccl_timeout_s,
+            dns=services.inference_dns,
+            dns_refresh_s=services.dns_refresh_s,
         )
-        if services.inference_urls  # on every rank: ZeRO-3 gathers for a push are collective
+        # on every rank: ZeRO-3 gathers for a push are collective
+        if services.inference_urls or services.inference_dns
         else None
     )
     broker = (

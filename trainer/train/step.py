@@ -9,11 +9,14 @@ against the inference engine's log-probs; with run.tis_scope="stale" only rows s
 policy version are weighted (the others get their own log-probs as behaviour, i.e. weight 1).
 
 Also measured (no gradient): token entropy, and the trainer-vs-inference mismatch as the k3 estimate of
-KL(behaviour || trainer) over completion tokens. Guard: NaN/Inf log-probs stop before the loss, a
-non-finite loss before backward, a non-finite gradient norm before the optimizer step (stage 0 checks it
-here; ZeRO 1-3 skip the step themselves when clipping meets a non-finite norm) -- either way the
-parameters are still the last good ones and `NonFiniteError` says where. Not here: pulling batches,
-pushing weights, checkpoints.
+KL(behaviour || trainer) over completion tokens. Guard: NaN/Inf log-probs or a non-finite loss, and a
+non-finite gradient norm before the optimizer step (stage 0 checks it here; ZeRO 1-3
+skip the step themselves when clipping meets a non-finite norm) -- either way the parameters are still
+the last good ones and `NonFiniteError` says where. The log-prob/loss check is collective: a rank that
+sees NaN/Inf still runs a backward per micro-batch (the gradient collectives must match), then one all-reduce of
+a per-rank flag before the optimizer step makes every rank drop the gradients and raise together (the
+gradient-norm checks agree by construction: the norm is of the reduced gradients). Not here: pulling
+batches, pushing weights, checkpoints.
 """
 
 from __future__ import annotations
@@ -89,15 +92,22 @@ def train_step(
     longest = max(mb.completion_ids.size(1) for mb in mbs)
     sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0}
     extra: dict[str, float] = {}
+    problem: str | None = None  # this rank's first non-finite log-prob or loss
     for index, mb in enumerate(mbs):
         mb = _to(mb, device)
         engine.set_gradient_accumulation_boundary(index == len(mbs) - 1)
         logps, entropy = completion_logps(engine, mb)
-        if not bool(torch.isfinite(torch.where(mb.completion_mask.bool(), logps.detach(), 0.0)).all()):
-            raise NonFiniteError(
+        finite = torch.isfinite(torch.where(mb.completion_mask.bool(), logps.detach(), 0.0)).all()
+        if problem is None and not bool(finite):
+            problem = (
                 f"non-finite log-probs (the forward produced NaN/Inf) in micro-batch {index} of batch "
                 f"{batch.batch_id} at step {train.global_steps + 1}; the step was not applied"
             )
+        if problem is not None:
+            # the loss is meaningless now, but the other ranks' gradient collectives still need this
+            # rank's: a backward through the same graph keeps them in step (the gradients are dropped)
+            engine.backward(logps.sum() * 0.0, scale_wrt_gas=False)
+            continue
         behaviour = mb.behaviour_logps
         if ghpo.tis_cap is not None and scope == "stale":
             stale = (mb.policy_versions < policy_version).view(-1, 1)
@@ -117,10 +127,11 @@ def train_step(
         )
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise NonFiniteError(
+            problem = (
                 f"non-finite loss ({loss_value}) in micro-batch {index} of batch {batch.batch_id} at step "
                 f"{train.global_steps + 1}; the step was not applied"
             )
+        # even after a problem: every rank must run the same gradient collectives (the verdict is below)
         engine.backward(loss, scale_wrt_gas=False)
         sums["loss"] += loss_value
         sums["entropy"] += _masked_sum(entropy, mb.completion_mask)
@@ -130,6 +141,7 @@ def train_step(
         for key in ("is_weight_mean", "clip_low_fraction", "clip_high_fraction"):
             if key in metrics:
                 extra[key] = extra.get(key, 0.0) + metrics[key] * mb.tokens / max(1, total_tokens)
+    _agree_finite(train, problem, batch.batch_id)
     grad_norm = _grad_norm_before_step(train)
     lr = train.lr()
     engine.step()
@@ -150,6 +162,33 @@ def train_step(
         lr=lr,
         extra=extra,
     )
+
+
+def _agree_finite(train: TrainEngine, problem: str | None, batch_id: str) -> None:
+    """All ranks' verdict on the log-probs and losses of this step (one all-reduce of a flag per rank):
+    when any rank saw NaN/Inf, every rank drops the gradients and raises, so all of them stop together
+    (and checkpoint together) instead of the healthy ones waiting forever in the next collective."""
+    rank, world = _rank_world()
+    if world > 1:
+        import torch.distributed as dist
+
+        flags = torch.zeros(world, device=train.engine.device)
+        flags[rank] = float(problem is not None)
+        dist.all_reduce(flags)
+        bad = [r for r in range(world) if flags[r].item() > 0]
+    else:
+        bad = [0] if problem is not None else []
+    if not bad:
+        return
+    train.engine.zero_grad()
+    if problem is None:
+        problem = (
+            f"non-finite log-probs or loss on rank {', '.join(map(str, bad))} of {world} in batch {batch_id} "
+            f"at step {train.global_steps + 1}; the step was not applied"
+        )
+    elif world > 1:
+        problem = f"{problem} (rank {rank} of {world})"
+    raise NonFiniteError(problem)
 
 
 def _grad_norm_before_step(train: TrainEngine) -> float | None:

@@ -7,13 +7,18 @@ Names are the Hugging Face checkpoint's: a tied `lm_head.weight` is not a separa
 never sent (the inference service refuses names its checkpoint does not store).
 
 `WeightSync` pushes one version to every inference replica over HTTP (`push_weights`, the chunks packed
-once and reused). A replica that fails a push is remembered as behind and retried on every later sync;
-`catch_up()` asks each replica what it serves and pushes the current weights to any that is behind (a
-restarted replica serves version 0), so none serves old weights for longer than one step once it is
-reachable again. With `transport="nccl"` (`services.weight_transport`) rank 0 instead hosts an NCCL
-rendezvous per replica and broadcasts from its CUDA device in buckets through the inference service's
-`POST /v1/weights/nccl` (services/inference/nccl_client.py), with a timeout; a replica that cannot take
-it (a CPU engine) fails the push like any other failure. `broadcast_buckets`/`receive_buckets` move
+once and reused). The replicas are a fixed URL list and/or the addresses one DNS name resolves to
+(`services.inference_dns`, a headless Service; ghpo.shared.replica_dns), re-resolved before a push or a
+catch-up when `dns_refresh_s` has passed: a replica that appears starts as "version unknown", so the next
+push or catch-up brings it to the current version before it counts as synced; one that disappears is
+forgotten (a failed resolution keeps the current set). A replica that fails a push is remembered as
+behind and retried on every later sync; `catch_up()` asks each replica what it serves and pushes the
+current weights to any that is behind (a restarted replica serves version 0), so none serves old weights
+for longer than one step once it is reachable again. Only rank 0 resolves and talks to replicas. With
+`transport="nccl"` (`services.weight_transport`) rank 0 instead hosts an NCCL rendezvous per replica
+and broadcasts from its CUDA device in buckets through the inference service's `POST /v1/weights/nccl`
+(services/inference/nccl_client.py), with a timeout; a replica that cannot take it (a CPU engine) fails
+the push like any other failure. `broadcast_buckets`/`receive_buckets` move
 buckets between the trainer's own ranks. Not here: deciding when to push (loop.py).
 """
 
@@ -29,6 +34,7 @@ import torch
 from ghpo.services.inference.client import HEADER_ROOM_BYTES, pack_chunks, push_weights
 from ghpo.shared.http import SyncServiceClient
 from ghpo.shared.logs import get_logger
+from ghpo.shared.replica_dns import Lookup, replica_urls, system_lookup
 from ghpo.shared.schemas.inference import WeightsStatus
 from ghpo.trainer.train import metrics
 from ghpo.trainer.train.engine import TrainEngine
@@ -111,24 +117,52 @@ class WeightSync:
     nccl_master_address: str = "127.0.0.1"
     nccl_port: int = 29600
     nccl_timeout_s: float = 300.0
+    dns: str | None = None  # a URL whose host resolves to one address per replica
+    dns_refresh_s: float = 0.0  # least time between resolutions (0: before every push / catch-up)
+    lookup: Lookup = system_lookup  # (host, port) -> addresses; the system resolver unless a test injects
     replicas: list[Replica] = field(init=False)
+    _resolved_at: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.replicas = [
-            Replica(
-                url,
-                SyncServiceClient(
-                    url, token=self.token, timeout=self.timeout_s, total_budget=4 * self.timeout_s
-                ),
-            )
-            for url in self.urls
-        ]
+        self.replicas = [self._replica(url) for url in dict.fromkeys(self.urls)]
+
+    def _replica(self, url: str) -> Replica:
+        client = SyncServiceClient(
+            url, token=self.token, timeout=self.timeout_s, total_budget=4 * self.timeout_s
+        )
+        return Replica(url, client)
 
     def close(self) -> None:
         for replica in self.replicas:
             replica.client.close()
 
+    def refresh(self) -> None:
+        """Re-resolve `dns` when due (rank 0): add the replicas that appeared (version unknown, so the next
+        push or catch-up sends them the current weights), forget those that disappeared."""
+        now = time.monotonic()
+        if self.dns is None or (
+            self._resolved_at is not None and now - self._resolved_at < self.dns_refresh_s
+        ):
+            return
+        self._resolved_at = now
+        try:
+            found = replica_urls(self.dns, self.lookup)
+        except OSError as exc:  # a DNS hiccup must not stop training: keep pushing to the known replicas
+            log.warning("could not resolve %s: %s; keeping %d replicas", self.dns, exc, len(self.replicas))
+            return
+        keep = set(found) | set(self.urls)
+        known = {r.url for r in self.replicas}
+        for replica in [r for r in self.replicas if r.url not in keep]:
+            log.info("inference replica %s is gone from %s; forgotten", replica.url, self.dns)
+            replica.client.close()
+        self.replicas = [r for r in self.replicas if r.url in keep]
+        for url in found:
+            if url not in known:
+                log.info("inference replica %s appeared in %s", url, self.dns)
+                self.replicas.append(self._replica(url))
+
     def served_versions(self) -> dict[str, int | None]:
+        self.refresh()
         versions: dict[str, int | None] = {}
         for replica in self.replicas:
             try:
@@ -144,6 +178,8 @@ class WeightSync:
         """Push the engine's weights as `version` to every replica (or only those behind); returns how
         many replicas serve `version` afterwards. Failures are counted and logged, never raised."""
         rank0 = _rank() == 0
+        if rank0:
+            self.refresh()
         targets = (
             [r for r in self.replicas if not only_behind or r.served_version != version] if rank0 else []
         )
@@ -209,7 +245,7 @@ class WeightSync:
         """Bring every replica that serves something other than `version` to it; returns how many do.
         Every rank calls it (see `push`)."""
         if _rank() == 0:
-            self.served_versions()
+            self.served_versions()  # re-resolves `dns` first when due
         return self.push(train, version, only_behind=True)
 
 
