@@ -20,6 +20,7 @@ claimed or delivered-unacked. What this module does not do: hold groups or batch
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -122,10 +123,16 @@ class Cursor:
         self._rewind = redis.register_script(_REWIND)
 
     async def check_dataset(self, seed: int) -> None:
-        """Refuse to share a queue with servers drawing another dataset or seed (cursors would mix)."""
+        """Refuse to share a queue with servers drawing another dataset or seed (cursors would mix).
+
+        Also names this queue state once (`P meta` field `run`, random): batch ids carry it, so a
+        trainer resuming against a new Redis (nothing survived) never mistakes a new batch for one
+        its checkpoint remembers as trained (the batch counter starts again at 1).
+        """
         meta = self.prefix + "meta"
         await self.redis.hsetnx(meta, "size", self.size)
         await self.redis.hsetnx(meta, "seed", seed)
+        await self.redis.hsetnx(meta, "run", uuid.uuid4().hex[:12])
         size, stored_seed = await self.redis.hmget(meta, ["size", "seed"])
         if int(size) != self.size or int(stored_seed) != seed:
             raise RuntimeError(
