@@ -35,6 +35,13 @@ class RunSection(_Section):
     max_minutes: float = Field(
         13.0, gt=0.0, le=10**6, description="Wall-clock budget of training; the run stops cleanly past it."
     )
+    max_rollouts: int | None = Field(
+        None,
+        ge=1,
+        le=10**12,
+        description="Generation budget: the run stops cleanly once the rollout server has generated this "
+        "many completions (every round, hinted ones and dropped groups' included). None: no budget.",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the trainer, the data order and sampling.")
     checkpoint_every: int = Field(25, ge=1, le=10**7, description="Steps between checkpoints.")
     eval_every: int = Field(50, ge=1, le=10**7, description="Steps between held-out evaluations.")
@@ -66,6 +73,9 @@ class RolloutSection(_Section):
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     max_policy_lag: int = Field(1, ge=0, le=1000, description="Staleness bound, in policy versions.")
     max_concurrent_steps: int = Field(2, ge=1, le=256, description="GHPO steps generated at once.")
+    dynamic_sampling: bool = Field(
+        False, description="DAPO dynamic sampling: drop groups whose rewards are all equal, draw more."
+    )
 
 
 class ServicesSection(_Section):

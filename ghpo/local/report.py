@@ -10,6 +10,9 @@ resumed run continues the same file):
      "zero_advantage_fraction": 0.1, "groups_by_level": {"0": 10, "1": 4, ...},
      "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01}
     {"kind": "eval", "step": 0, "elapsed_s": 3.0, "accuracy_by_level": {"1": 0.93, ...}, "n_per_level": 60}
+Both kinds also carry `rollout`: the rollout server's all-time generation counters when the line was
+written (completions_generated, groups_sampled, difficult_groups, no_signal_groups, acked_groups,
+groups_dropped), so figures can be set against the generation budget (ghpo/local/study.py does).
 
 What it deliberately does not do: compute any figure (the trainer and the evaluator do), or fail the run
 when a plot cannot be drawn (the Markdown still says what is missing).
@@ -81,7 +84,7 @@ def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[st
     ax.set(xlabel="optimizer step", ylabel="held-out accuracy (greedy)", ylim=(-0.02, 1.02))
     ax.set_title("Held-out accuracy per level")
     ax.legend(fontsize="small", ncol=2)
-    written.append(_save(fig, run_dir / "accuracy_per_level.png"))
+    written.append(save_figure(fig, run_dir / "accuracy_per_level.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [s["step"] for s in steps]
@@ -90,7 +93,7 @@ def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[st
     ax.set(xlabel="optimizer step", ylabel="fraction of groups", ylim=(-0.02, 1.02))
     ax.set_title("Reward sparsity")
     ax.legend(fontsize="small")
-    written.append(_save(fig, run_dir / "reward_sparsity.png"))
+    written.append(save_figure(fig, run_dir / "reward_sparsity.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     levels = _levels(steps, "groups_by_level")
@@ -104,11 +107,12 @@ def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[st
     ax.set(xlabel="optimizer step", ylabel="groups in the batch")
     ax.set_title("Groups by final hint level")
     ax.legend(fontsize="small")
-    written.append(_save(fig, run_dir / "hint_levels.png"))
+    written.append(save_figure(fig, run_dir / "hint_levels.png"))
     return written
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG and close a matplotlib figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt

@@ -101,6 +101,7 @@ def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoin
                 "prompts_per_step": cfg.rollout.batch_groups,
                 "max_policy_lag": cfg.rollout.max_policy_lag,
                 "max_concurrent_steps": cfg.rollout.max_concurrent_steps,
+                "dynamic_sampling": cfg.rollout.dynamic_sampling,
                 "dataset": cfg.data.dataset,
                 **({"dataset_split": cfg.data.split} if cfg.data.split else {}),
                 "arith_levels": cfg.data.arith_levels,
@@ -131,28 +132,29 @@ def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoin
     ]
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | Path):
         return json.dumps(str(value))  # a JSON string is a valid TOML basic string
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return repr(value)
 
 
-def _toml_section(name: str, values: dict[str, object]) -> list[str]:
-    return [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None] + [""]
+def toml_section(name: str, values: dict[str, object]) -> list[str]:
+    """The lines of one TOML table (None values left out), then a blank line."""
+    return [f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None] + [""]
 
 
 def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> str:
     """The trainer's config file for this run (the token travels in the environment, not the file)."""
     lines = ["# written by `ghpo run`; edit the run config instead", ""]
-    lines += _toml_section("model", {"path": model_path})
-    lines += _toml_section("ghpo", cfg.ghpo.model_dump())
-    lines += _toml_section("optim", cfg.optim.model_dump())
-    lines += _toml_section("deepspeed", cfg.deepspeed.model_dump())
-    lines += _toml_section(
+    lines += toml_section("model", {"path": model_path})
+    lines += toml_section("ghpo", cfg.ghpo.model_dump())
+    lines += toml_section("optim", cfg.optim.model_dump())
+    lines += toml_section("deepspeed", cfg.deepspeed.model_dump())
+    lines += toml_section(
         "run",
         {
             "steps": cfg.run.steps,
@@ -164,7 +166,7 @@ def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoint
             "history_file": run_dir / "trainer-steps.jsonl",
         },
     )
-    lines += _toml_section(
+    lines += toml_section(
         "services",
         {
             "rollout_url": ends.url("rollout"),

@@ -134,7 +134,7 @@ async def status(request: Request) -> RolloutStatus:
     queue, cursor = request.app.state.queue, request.app.state.cursor
     counts = await queue.counts(now_ms())
     trained, drawn = await cursor.trained(), await cursor.next_draw()
-    dropped = await queue.dropped()
+    dropped, stats = await queue.dropped(), await queue.stats()
     return RolloutStatus(
         policy_version=await queue.version(),
         queued_groups=counts.queued,
@@ -145,4 +145,5 @@ async def status(request: Request) -> RolloutStatus:
         acked_groups=await queue.acked_groups(),
         trained_cursor=RolloutCursor(epoch=trained[0], position=trained[1]),
         draw_cursor=RolloutCursor(epoch=drawn[0], position=drawn[1]),
+        **{k: v for k, v in stats.items() if k in RolloutStatus.model_fields},
     )

@@ -13,6 +13,14 @@ claims to expire (the positions are drawn again, nothing is lost). When every gr
 upstream (broker, verifier or all inference replicas down), the next step waits, doubling from 0.5 s
 to 30 s, so an outage drops a few groups rather than the whole epoch. What this module does not do:
 sample (sampler.py) or keep queue state (queue.py: everything durable lives in Redis).
+
+Dynamic sampling (DAPO, `dynamic_sampling`): a sampled group whose rewards are all equal carries no
+advantage signal, so it is dropped (`no_signal`, after the broker has seen its outcome) instead of
+queued; its position is settled and admission frees its place, so drawing goes on until the queue holds
+full batches of groups with signal (when drops leave less than a batch queued, room for less than a
+step and nothing in flight or unacknowledged, a smaller step tops the batch up rather than deadlock).
+Every step adds its generation counters (`step_tally`) to Redis, whether its groups were queued or
+dropped: the completions a run spent, for equal-budget comparisons.
 """
 
 from __future__ import annotations
@@ -47,6 +55,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def no_signal(s: Slot) -> bool:
+    """Every reward of the sampled group is equal: every advantage is 0, GRPO learns nothing from it."""
+    return len(set(s.rewards)) <= 1
+
+
+def step_tally(slots: list[Slot]) -> dict[str, int]:
+    """A step's generation counters (RolloutStatus): completions generated in all rounds, including those
+    of groups dropped later; groups sampled to the end; of those, difficult ones (ended hinted, or all
+    wrong without a hint: the trainer's definition) and ones without signal."""
+    sampled = [s for s in slots if s.drop is None]
+    return {
+        "completions_generated": sum(s.generated for s in slots),
+        "groups_sampled": len(sampled),
+        "difficult_groups": sum(1 for s in sampled if s.level > 0 or s.plain_accuracy == 0.0),
+        "no_signal_groups": sum(1 for s in sampled if no_signal(s)),
+    }
+
+
 class Producer:
     def __init__(
         self,
@@ -76,18 +102,20 @@ class Producer:
             out.append(Slot(g=g, epoch=epoch, position=position, record=record))
         return out
 
-    async def _capacity(self) -> int:
-        counts = await self.queue.counts(now_ms())
-        used = counts.queued + counts.in_flight + counts.unacked * self.settings.batch_groups
-        return self.settings.admission_groups - used
-
     async def _admit(self) -> int:
         """Wait until a step's worth of groups (or all the bound allows) may be drawn; returns how many."""
         want = min(self.settings.prompts_per_step, self.settings.admission_groups)
         while True:
-            capacity = await self._capacity()
+            counts = await self.queue.counts(now_ms())
+            used = counts.queued + counts.in_flight + counts.unacked * self.settings.batch_groups
+            capacity = self.settings.admission_groups - used
             if capacity >= want:
                 return want
+            # Groups dropped after sampling (no_signal, failures) can leave less than a batch queued and
+            # room for less than a step: nothing else would complete that batch, so draw what fits.
+            idle = counts.in_flight == 0 and counts.unacked == 0
+            if capacity > 0 and idle and counts.queued < self.settings.batch_groups:
+                return capacity
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), ADMISSION_POLL_S)
@@ -126,6 +154,7 @@ class Producer:
                 log.exception("step of %d groups failed", len(slots))
                 for s in slots:
                     s.drop = s.drop or DropReason.internal_error
+            await self.queue.add_stats(step_tally(slots))
             for s in slots:
                 await self._settle(s)
             if all(s.drop in UPSTREAM_FAILURES for s in slots):
@@ -141,6 +170,8 @@ class Producer:
             self.inflight.difference_update(s.g for s in slots)
 
     async def _settle(self, s: Slot) -> None:
+        if s.drop is None and self.settings.dynamic_sampling and no_signal(s):
+            s.drop = DropReason.no_signal
         if s.drop is not None:
             if await self.queue.drop(s.g, s.drop.value):
                 metrics.DROPPED.labels(reason=s.drop.value).inc()
@@ -155,7 +186,7 @@ class Producer:
             return
         metrics.ENQUEUED.labels(final_level=str(s.level)).inc()
         metrics.ROUNDS.observe(len(s.results))
-        if len(set(s.rewards)) == 1:
+        if no_signal(s):
             metrics.ZERO_ADVANTAGE.inc()
 
     async def renew_claims(self) -> None:

@@ -11,9 +11,12 @@ between any two calls loses nothing that was queued or delivered, and duplicates
 Keys under the prefix P (see cursor.py for draws/claims/owner/trained/done/meta):
 - `P groups`  hash g -> ScoredGroup JSON     `P gver` hash g -> oldest policy version of the group
 - `P ready`   list of g, FIFO (RPUSH on enqueue, LPOP when a batch is formed)
-- `P batch_seq` counter; `P batches` hash batch_id -> "g1,g2,..."; `P deliveries` hash batch_id -> n
+- `P batch_seq` counter (batch ids are b<seq>-<run>, run: `P meta` field, one per Redis state);
+  `P batches` hash batch_id -> "g1,g2,..."; `P deliveries` hash batch_id -> n
 - `P pending` zset batch_id -> redelivery deadline (ms): delivered, not yet acknowledged
 - `P dropped` hash DropReason -> groups (all time); `P acked_groups` counter; `P version` trainer version
+- `P stats` hash of generation counters (all time, every server): completions_generated, groups_sampled,
+  difficult_groups, no_signal_groups (the study's generation budget and signal figures)
 
 The scripts build key names from the prefix instead of declaring them in KEYS: fine on a standalone
 Redis/Valkey (what deploy/ runs), not on Redis Cluster. What this module does not do: generate or score
@@ -96,7 +99,10 @@ if #got < B then
   for i = #got, 1, -1 do redis.call('LPUSH', P .. 'ready', got[i]) end
   return reply('', 0, stale, lags, {})
 end
-local id = 'b' .. redis.call('INCR', P .. 'batch_seq')
+-- 'b<seq>-<run>': <run> names this Redis state (cursor.py check_dataset), so ids never repeat across a
+-- resume onto a new Redis, where batch_seq starts again (state from before run tags: 'b<seq>').
+local run = redis.call('HGET', P .. 'meta', 'run')
+local id = 'b' .. redis.call('INCR', P .. 'batch_seq') .. (run and ('-' .. run) or '')
 redis.call('HSET', P .. 'batches', id, table.concat(got, ','))
 redis.call('HSET', P .. 'deliveries', id, 1)
 redis.call('ZADD', P .. 'pending', deadline, id)
@@ -212,3 +218,14 @@ class GroupQueue:
 
     async def acked_groups(self) -> int:
         return int(await self.redis.get(self.prefix + "acked_groups") or 0)
+
+    async def add_stats(self, counts: dict[str, int]) -> None:
+        """Add one step's generation counters (one transaction: all of a step's figures or none)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, n in counts.items():
+                if n:
+                    pipe.hincrby(self.prefix + "stats", name, n)
+            await pipe.execute()
+
+    async def stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.redis.hgetall(self.prefix + "stats")).items()}

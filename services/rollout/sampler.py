@@ -78,6 +78,7 @@ class Slot:
     rewards: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     plain_accuracy: float | None = None
+    generated: int = 0  # completions generated for this group over all its rounds (the generation budget)
     drop: DropReason | None = None
     final: bool = False
 
@@ -239,10 +240,12 @@ class Sampler:
             seed=seed,
         )
         min_version = max(0, step - self.settings.max_policy_lag)
-        if await self._call_generate(list(slots), sampling, min_version, clock) is None:
-            for s in slots:
-                if s.drop is None:
-                    s.drop = DropReason.inference_failed
+        failed = await self._call_generate(list(slots), sampling, min_version, clock) is None
+        for s in slots:
+            if s.drop is None and failed:
+                s.drop = DropReason.inference_failed
+            elif s.drop is None:
+                s.generated += len(s.samples)
 
     async def _verify(self, slots: list[Slot], clock: StepClock) -> None:
         items = [

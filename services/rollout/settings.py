@@ -86,6 +86,11 @@ class Settings(ServiceSettings):
     max_concurrent_steps: int = Field(
         3, ge=1, le=256, description="Steps in progress at once; > 1 keeps the engines busy between rounds."
     )
+    dynamic_sampling: bool = Field(
+        False,
+        description="DAPO dynamic sampling: drop a sampled group whose rewards are all equal (no_signal) "
+        "and keep drawing until batches are full of groups with signal.",
+    )
     # --- dataset
     dataset: str = Field(
         "arith",

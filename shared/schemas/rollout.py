@@ -47,6 +47,7 @@ class DropReason(StrEnum):
     rewound = "rewound"  # queued or in flight when the cursor was moved (PUT /v1/cursor)
     lease_lost = "lease_lost"  # its claim on the position expired and another server took it over
     internal_error = "internal_error"  # an unexpected failure in the rollout server (logged)
+    no_signal = "no_signal"  # dynamic sampling (DAPO): every reward of the group equal, no advantage signal
 
 
 class Completion(WireModel):
@@ -135,6 +136,24 @@ class RolloutStatus(WireModel):
     epoch: int = Field(ge=0, le=1_000_000)
     dropped: dict[DropReason, int] = Field(default_factory=dict, max_length=len(DropReason))
     acked_groups: int = Field(0, ge=0, le=10**12, description="Groups in acknowledged batches, all time.")
+    completions_generated: int = Field(
+        0,
+        ge=0,
+        le=10**15,
+        description="Completions generated in all rounds (hinted, and dropped groups' too), all time.",
+    )
+    groups_sampled: int = Field(
+        0,
+        ge=0,
+        le=10**12,
+        description="Groups whose last round was scored (then queued or dropped), all time.",
+    )
+    difficult_groups: int = Field(
+        0, ge=0, le=10**12, description="Sampled groups that ended hinted or were all wrong without a hint."
+    )
+    no_signal_groups: int = Field(
+        0, ge=0, le=10**12, description="Sampled groups whose rewards were all equal (no advantage signal)."
+    )
     trained_cursor: RolloutCursor | None = Field(None, description="As GET /v1/cursor.")
     draw_cursor: RolloutCursor | None = Field(None, description="The next position to be drawn.")
 

@@ -304,3 +304,60 @@ def test_a_dead_replica_is_ejected_and_a_dead_verifier_drops_groups_with_their_r
             time.sleep(0.3)
         assert client.get("/readyz").status_code == 200  # still serving, still producing
         assert client.get("/v1/batches/next").status_code == 204
+
+
+def _quiescent(client: httpx.Client, queued: int, timeout_s: float = 300) -> dict:
+    """The status once `queued` groups wait and nothing is in flight (admission full: drawing stopped)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = client.get("/v1/status").json()
+        if status["queued_groups"] == queued and status["in_flight_groups"] == 0:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+
+
+def test_dynamic_sampling_delivers_only_groups_with_signal_and_counts_every_group_it_drew(stack):
+    # Lag 0: a step that loses a group to no_signal leaves less than a batch queued and room for less
+    # than a step; the producer must still top the batch up.
+    settings = RolloutSettings(**stack, dynamic_sampling=True, max_policy_lag=0)
+    label = '{reason="no_signal"}'
+    with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        before = _metric(client.get("/metrics").text, "ghpo_rollout_groups_dropped_total", label)
+        rounds = 0
+        for _ in range(2):
+            batch = _next(client)
+            assert len(batch["groups"]) == BATCH
+            for group in batch["groups"]:
+                assert len({c["reward"] for c in group["completions"]}) > 1, group["prompt_id"]
+                rounds += group["generation_rounds"]
+            _ack(client, batch)
+        status = _quiescent(client, queued=BATCH)
+        dropped = status["dropped"].get("no_signal", 0)
+        assert set(status["dropped"]) <= {"no_signal"}
+        # every sampled group was trained, is queued, or was dropped for having no signal; none is lost
+        assert status["groups_sampled"] == status["acked_groups"] + status["queued_groups"] + dropped
+        assert status["no_signal_groups"] == dropped  # none without signal got into the queue
+        assert status["completions_generated"] >= G * (rounds + dropped + status["queued_groups"])
+        after = _metric(client.get("/metrics").text, "ghpo_rollout_groups_dropped_total", label)
+        assert after - before == dropped
+
+
+def test_dynamic_sampling_keeps_drawing_past_the_admission_bound_while_no_group_has_signal(stack):
+    # A nucleus of one token: the G completions of a group are identical, so no group ever has signal
+    # (temperature 0 would do the same, but vLLM refuses n > 1 with greedy sampling).
+    settings = RolloutSettings(**stack, dynamic_sampling=True, top_p=1e-6)
+    with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        deadline = time.monotonic() + 300
+        while (status := client.get("/v1/status").json())["dropped"].get("no_signal", 0) <= 3 * BATCH:
+            assert status["queued_groups"] == 0 and status["acked_groups"] == 0, status
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        assert client.get("/v1/batches/next").status_code == 204
+        status = client.get("/v1/status").json()
+        # more groups were drawn than (lag + 1) x batch admission would allow if drops held their place
+        # (12 prompts: drawing went on into later epochs)
+        assert status["groups_sampled"] > 3 * BATCH and status["draw_cursor"]["epoch"] >= 1
+        assert status["no_signal_groups"] == status["groups_sampled"] >= status["dropped"]["no_signal"]
+        assert status["completions_generated"] >= G * status["groups_sampled"]
+        assert status["completions_generated"] % G == 0

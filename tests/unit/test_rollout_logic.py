@@ -47,3 +47,28 @@ def test_admission_bound_is_lag_plus_one_batches():
 def test_the_rollout_service_imports_no_torch():
     code = "import sys, ghpo.services.rollout.app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_steps_generation_tally_counts_every_round_and_every_group_without_signal():
+    from ghpo.services.rollout.producer import no_signal, step_tally
+    from ghpo.services.rollout.sampler import Slot
+    from ghpo.shared.data.records import PromptRecord
+    from ghpo.shared.schemas.rollout import DropReason
+
+    record = PromptRecord(id="p", problem="1+1", answer="2", solution="2")
+
+    def slot(g: int, **fields) -> Slot:
+        return Slot(g=g, epoch=0, position=g, record=record, **fields)
+
+    solved = slot(0, rewards=[1.0, 0.0, 1.0, 1.0], plain_accuracy=0.75, generated=4)
+    all_right = slot(1, rewards=[1.1] * 4, plain_accuracy=1.0, generated=4)
+    rescued = slot(2, level=2, rewards=[0.0, 1.0, 0.0, 0.0], plain_accuracy=0.0, generated=12)
+    hopeless = slot(3, level=3, rewards=[0.0] * 4, plain_accuracy=0.0, generated=16)
+    failed = slot(4, generated=4, drop=DropReason.verifier_failed)  # generated, then lost: still spent
+    assert [no_signal(s) for s in (solved, all_right, rescued, hopeless)] == [False, True, False, True]
+    assert step_tally([solved, all_right, rescued, hopeless, failed]) == {
+        "completions_generated": 40,
+        "groups_sampled": 4,
+        "difficult_groups": 2,
+        "no_signal_groups": 2,
+    }

@@ -1,0 +1,161 @@
+"""The GHPO-vs-GRPO study at an equal generation budget: four methods x seeds, each one `ghpo run`.
+
+Methods (same model, data, levels, learning rate, batch and group size; only the hint policy and the
+sampling rule differ):
+    grpo         broker policy none: plain GRPO, no hints
+    grpo-dapo    none + DAPO dynamic sampling (groups whose rewards are all equal are dropped, more drawn)
+    ghpo         broker policy ghpo: the paper's hint ladder for all-wrong groups
+    ghpo-memory  broker policy ghpo-memory: a prompt starts at the hint level it last needed
+Every run stops once the rollout server has generated `--budget` completions (count rollouts, not steps:
+hint rounds and dropped groups spend budget too), then evaluates and writes its report. Runs go one
+after another (the machine is small), each in `RUNS_DIR/<method>-s<seed>/`; a finished run is skipped
+and an interrupted one resumed, so the study can be stopped and started again. At the end (or with
+`--aggregate-only RUNS_DIR`, without running anything) the runs are aggregated by `ghpo.local.study`
+into `--out` (default docs/study/): results.json, README.md (tables, mean ± std over seeds, where GHPO
+does not win) and PNG plots.
+
+This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
+Run: python bench/study.py --budget 8000 --seeds 0 1 2      (hours on a CPU machine)
+     python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ghpo.local.config import parse_run_config
+from ghpo.local.report import HISTORY_FILE
+from ghpo.local.run import CONFIG_FILE
+from ghpo.local.stack import toml_section
+from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE, aggregate
+
+POLICIES = {
+    "grpo": ("none", False),
+    "grpo-dapo": ("none", True),
+    "ghpo": ("ghpo", False),
+    "ghpo-memory": ("ghpo-memory", False),
+}
+REPORT = "report.md"
+
+
+def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, dict[str, Any]]:
+    """The run config of one (method, seed); everything but the policy and the seed is shared."""
+    policy, dynamic = POLICIES[method]
+    return {
+        "run": {
+            "steps": 10**6,  # the generation budget ends the run, not a step count
+            "max_minutes": args.max_minutes,
+            "max_rollouts": args.budget,
+            "seed": seed,
+            "checkpoint_every": 10**6,  # the stop writes the one checkpoint a study run needs
+            "eval_every": args.eval_every,
+            "eval_per_level": args.eval_per_level,
+            "eval_levels": args.levels,
+        },
+        "data": {"arith_levels": args.levels, "arith_per_level": args.arith_per_level},
+        "rollout": {
+            "group_size": args.group_size,
+            "batch_groups": args.batch_groups,
+            "max_tokens": args.max_tokens,
+            "dynamic_sampling": dynamic,
+        },
+        "optim": {"lr": args.lr},
+        "services": {"broker_policy": policy},
+    }
+
+
+def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "budget (completions)": args.budget,
+        "seeds": args.seeds,
+        "levels": args.levels,
+        "G": args.group_size,
+        "groups per batch": args.batch_groups,
+        "max tokens": args.max_tokens,
+        "lr": args.lr,
+        "train problems per level": args.arith_per_level,
+        "held-out problems per level": args.eval_per_level,
+    }
+
+
+def run_one(args: argparse.Namespace, method: str, seed: int) -> None:
+    run_dir = args.runs_dir / f"{method}-s{seed}"
+    if (run_dir / REPORT).exists():
+        print(f"{run_dir.name}: done already, skipped", flush=True)
+        return
+    config = run_config(args, method, seed)
+    parse_run_config(config, f"{method} seed {seed}")  # a bad flag fails here, naming the key
+    resume = (run_dir / CONFIG_FILE).exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / STUDY_FILE).write_text(json.dumps({"method": method, "seed": seed}) + "\n")
+    toml_path = args.runs_dir / f"{method}-s{seed}.toml"
+    toml_path.write_text(
+        "\n".join(line for name, values in config.items() for line in toml_section(name, values))
+    )
+    cmd = [sys.executable, "-m", "ghpo", "run", "--run-dir", str(run_dir)]
+    cmd += ["--resume"] if resume else ["--config", str(toml_path)]
+    log_path = args.runs_dir / f"{method}-s{seed}.log"
+    print(f"{run_dir.name}: {'resuming' if resume else 'running'} (log {log_path})", flush=True)
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"})
+    if code != 0 or not (run_dir / REPORT).exists():
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise SystemExit(
+            f"{run_dir.name}: ghpo run failed (exit {code}); rerun to resume it. Log tail:\n{tail}"
+        )
+    steps = sum(1 for line in (run_dir / HISTORY_FILE).read_text().splitlines() if '"kind": "step"' in line)
+    print(f"{run_dir.name}: finished in {time.monotonic() - started:.0f} s, {steps} steps", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget", type=int, default=8000, help="completions generated per run (all rounds)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4], help="arith levels")
+    parser.add_argument("--arith-per-level", type=int, default=400, help="training problems per level")
+    parser.add_argument("--eval-per-level", type=int, default=60, help="held-out problems per level")
+    parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--batch-groups", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--max-minutes", type=float, default=120.0, help="safety limit per run")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/study"))
+    parser.add_argument("--out", type=Path, default=Path("docs/study"), help="results.json, README.md, plots")
+    parser.add_argument(
+        "--aggregate-only", type=Path, metavar="RUNS_DIR", help="aggregate these runs, run none"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: seed 0, budget 192, G 4, 4 groups, levels 1 2, tiny eval",
+    )
+    args = parser.parse_args()
+    if args.aggregate_only is not None:
+        print(f"wrote {aggregate(args.aggregate_only, args.out)}")
+        return
+    if args.quick:
+        args.seeds, args.budget, args.group_size, args.batch_groups = [0], 192, 4, 4
+        args.levels, args.arith_per_level, args.eval_per_level, args.eval_every = [1, 2], 50, 4, 100
+        args.max_tokens, args.max_minutes = 64, 20.0
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    (args.runs_dir / SETTINGS_FILE).write_text(json.dumps(shared_settings(args), indent=2) + "\n")
+    for seed in args.seeds:
+        for method in args.methods:
+            run_one(args, method, seed)
+    print(f"wrote {aggregate(args.runs_dir, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Aggregation of the GHPO-vs-GRPO study (bench/study.py runs it): the figures of each `ghpo run` folder,
+mean and spread over seeds per method, `results.json`, the README tables and the plots.
+
+A study run folder is an ordinary `ghpo run` folder plus `study.json` ({"method", "seed"}, written by the
+driver). Figures come from the run's own records, read with report.py's loader (history.jsonl) and
+`end.json` (why the run stopped; the rollout server's all-time counters then):
+- held-out accuracy per level: the last evaluation (greedy, no hints) and the first (the start);
+- difficult and zero-advantage fraction of *trained* batches: mean over the trainer's step lines (with
+  dynamic sampling the trained batches hold no zero-advantage group by construction);
+- difficult and no-signal fraction of *sampled* groups: the rollout server's counters, over the whole run
+  and per interval between history lines (the curves);
+- gradient-norm variance: population variance of the per-step gradient norm (before clipping);
+- completions per signal group: completions generated (every round, dropped groups' included) divided
+  by the sampled groups whose rewards were not all equal;
+- wall time: from the trainer's start to its stop (one invocation: a run resumed after a crash restarts
+  that clock, and its figure is not comparable).
+
+What it deliberately does not do: start runs (bench/study.py), or test significance: with 3 seeds the
+tables give mean ± sample std, and "where GHPO does not win" applies the plain rule stated there.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ghpo.local.report import accuracy_change, load_history, save_figure
+from ghpo.local.run import CONFIG_FILE, END_FILE
+
+METHODS = ("grpo", "grpo-dapo", "ghpo", "ghpo-memory")
+BASELINES = ("grpo", "grpo-dapo")
+STUDY_FILE = "study.json"
+SETTINGS_FILE = "study-settings.json"  # in the runs folder: the shared settings, for the README
+# (key, label, which way is better: "higher", "lower", or None for a figure that only describes the run)
+# of the scalar figures in the tables, in order. Difficult fractions describe the data a method met (GHPO's
+# trained batches count its rescued groups as difficult), so they are shown but not judged.
+FIGURES = (
+    ("accuracy_final_mean", "held-out accuracy, mean over levels", "higher"),
+    ("difficult_fraction_sampled", "difficult fraction of sampled groups", None),
+    ("no_signal_fraction_sampled", "no-signal fraction of sampled groups", "lower"),
+    ("difficult_fraction_trained", "difficult fraction of trained batches", None),
+    ("zero_advantage_fraction_trained", "zero-advantage fraction of trained batches", "lower"),
+    ("grad_norm_variance", "gradient-norm variance (over steps)", "lower"),
+    ("completions_per_signal_group", "completions generated per signal group", "lower"),
+    ("completions_generated", "completions generated", None),
+    ("steps", "optimizer steps", None),
+    ("wall_time_s", "wall time from trainer start to stop (s)", "lower"),
+)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def sampled_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per interval between history lines whose counters moved: the completions generated at its end and
+    the difficult and no-signal fractions of the groups sampled in it."""
+    points, prev = [], None
+    for record in records:
+        now = record.get("rollout")
+        if now is None:
+            continue
+        if prev is not None and now["groups_sampled"] > prev["groups_sampled"]:
+            n = now["groups_sampled"] - prev["groups_sampled"]
+            points.append(
+                {
+                    "completions": now["completions_generated"],
+                    "difficult": (now["difficult_groups"] - prev["difficult_groups"]) / n,
+                    "no_signal": (now["no_signal_groups"] - prev["no_signal_groups"]) / n,
+                }
+            )
+        if prev is None or now["groups_sampled"] > prev["groups_sampled"]:
+            prev = now
+    return points
+
+
+def run_figures(run_dir: Path) -> dict[str, Any]:
+    """Every figure of one study run (see the module docstring)."""
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / STUDY_FILE).read_text())
+    end_path = run_dir / END_FILE
+    if not end_path.exists():
+        raise ValueError(f"{run_dir}: the run did not finish (no {END_FILE}); resume it or remove it")
+    end = json.loads(end_path.read_text())
+    steps, evals = load_history(run_dir)
+    if not evals:
+        raise ValueError(f"{run_dir}: no held-out evaluation recorded")
+    change = accuracy_change(evals)
+    counters = end["rollout"]
+    sampled = counters["groups_sampled"]
+    grad_norms = [float(s["grad_norm"]) for s in steps]
+    return {
+        "method": meta["method"],
+        "seed": meta["seed"],
+        "run_dir": str(run_dir),
+        "budget": json.loads((run_dir / CONFIG_FILE).read_text())["run"]["max_rollouts"],
+        "stop_reason": end["stop_reason"],
+        "steps": end["step"],
+        "accuracy_start": {level: first for level, (first, _) in change.items()},
+        "accuracy_final": {level: last for level, (_, last) in change.items()},
+        "accuracy_final_mean": _mean([last for _, last in change.values()]),
+        "difficult_fraction_trained": _mean([s["difficult_fraction"] for s in steps]),
+        "zero_advantage_fraction_trained": _mean([s["zero_advantage_fraction"] for s in steps]),
+        "difficult_fraction_sampled": _ratio(counters["difficult_groups"], sampled),
+        "no_signal_fraction_sampled": _ratio(counters["no_signal_groups"], sampled),
+        "grad_norm_variance": statistics.pvariance(grad_norms) if len(grad_norms) > 1 else None,
+        "completions_generated": counters["completions_generated"],
+        "completions_per_signal_group": _ratio(
+            counters["completions_generated"], sampled - counters["no_signal_groups"]
+        ),
+        "groups_acked": counters["acked_groups"],
+        "groups_dropped": counters["groups_dropped"],
+        "wall_time_s": (
+            round(end["elapsed_s"] - end["trainer_started_s"], 2) if "trainer_started_s" in end else None
+        ),
+        "accuracy_curve": [
+            {
+                "completions": e["rollout"]["completions_generated"],
+                "accuracy": _mean(list(e["accuracy_by_level"].values())),
+            }
+            for e in evals
+            if "rollout" in e
+        ],
+        "trained_curve": [
+            {
+                "completions": s["rollout"]["completions_generated"],
+                "zero_advantage": s["zero_advantage_fraction"],
+            }
+            for s in steps
+            if "rollout" in s
+        ],
+        "sampled_curve": sampled_curve(steps),
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float | int]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method: mean, sample std and n over seeds of every scalar figure and of accuracy per level."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in [m for m in METHODS if any(r["method"] == m for r in runs)]:
+        mine = [r for r in runs if r["method"] == method]
+        entry: dict[str, Any] = {"seeds": sorted(r["seed"] for r in mine)}
+        for key, _, _ in FIGURES:
+            values = [r[key] for r in mine if r[key] is not None]
+            entry[key] = _spread(values) if values else None
+        for which in ("accuracy_start", "accuracy_final"):
+            levels = sorted({lvl for r in mine for lvl in r[which]}, key=int)
+            entry[which] = {lvl: _spread([r[which][lvl] for r in mine if lvl in r[which]]) for lvl in levels}
+        out[method] = entry
+    return out
+
+
+def _pm(spread: dict[str, Any] | None, fmt: str = ".3f") -> str:
+    if spread is None:
+        return "—"
+    if spread["n"] == 1:  # one seed has no spread to show
+        return f"{spread['mean']:{fmt}}"
+    return f"{spread['mean']:{fmt}} ± {spread['std']:{fmt}}"
+
+
+def where_ghpo_does_not_win(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """Each comparison of a GHPO variant with a baseline that GHPO does not win: its mean is no better,
+    or better by less than the larger of the two seed spreads (std), which 3 seeds cannot tell apart."""
+    lines = []
+    comparisons = [
+        ("held-out accuracy, level " + lvl, ("accuracy_final", lvl), "higher") for lvl in _levels(summary)
+    ]
+    comparisons += [(label, (key,), better) for key, label, better in FIGURES if better is not None]
+    for variant in [m for m in ("ghpo", "ghpo-memory") if m in summary]:
+        for base in [m for m in BASELINES if m in summary]:
+            for label, path, better in comparisons:
+                mine, theirs = _get(summary[variant], path), _get(summary[base], path)
+                if mine is None or theirs is None:
+                    continue
+                gain = mine["mean"] - theirs["mean"] if better == "higher" else theirs["mean"] - mine["mean"]
+                noise = max(mine["std"], theirs["std"])
+                if gain <= 0:
+                    verdict = "worse" if gain < 0 else "equal"
+                elif gain <= noise:
+                    verdict = f"better by {gain:.3g}, within the seed spread ({noise:.3g})"
+                else:
+                    continue
+                lines.append(f"- {variant} vs {base}, {label}: {_pm(mine)} vs {_pm(theirs)} — {verdict}")
+    return lines
+
+
+def _get(entry: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    value: Any = entry
+    for part in path:
+        value = value.get(part) if value is not None else None
+    return value
+
+
+def _levels(summary: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted({lvl for e in summary.values() for lvl in e["accuracy_final"]}, key=int)
+
+
+def render_readme(
+    summary: dict[str, dict[str, Any]],
+    runs: list[dict[str, Any]],
+    settings: dict[str, Any],
+    plots: list[Path],
+) -> str:
+    levels = _levels(summary)
+    lines = [
+        "# GHPO vs GRPO at an equal generation budget",
+        "",
+        "Written by `python bench/study.py` (re-aggregate with `--aggregate-only RUNS_DIR`); figures in "
+        "`results.json`. Each run is a `ghpo run` stopped once the rollout server had generated the budget "
+        "of completions (every round, hinted ones and dropped groups' included; the check runs once a "
+        "second, so a run overshoots by what was in flight: see `completions generated`). Mean ± sample "
+        "std over seeds.",
+        "",
+        "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()),
+        "",
+        "Methods: grpo (broker policy none), grpo-dapo (none + DAPO dynamic sampling: groups whose rewards "
+        "are all equal are dropped and more are drawn), ghpo (hint ladder as in the paper), ghpo-memory "
+        "(the broker starts a prompt at the hint level it last needed).",
+        "",
+        "## Held-out accuracy at the end (greedy, no hints)",
+        "",
+        "| method | seeds | " + " | ".join(f"level {lvl}" for lvl in levels) + " | mean | start (mean) |",
+        "|---" * (len(levels) + 4) + "|",
+    ]
+    for method, entry in summary.items():
+        start = _mean([s["mean"] for s in entry["accuracy_start"].values()])
+        cells = [_pm(entry["accuracy_final"].get(lvl)) for lvl in levels]
+        lines.append(
+            f"| {method} | {len(entry['seeds'])} | "
+            + " | ".join(cells)
+            + f" | {_pm(entry['accuracy_final_mean'])} | {'—' if start is None else f'{start:.3f}'} |"
+        )
+    lines += ["", "## Training figures", "", "| figure | " + " | ".join(summary) + " |"]
+    lines.append("|---" * (len(summary) + 1) + "|")
+    for key, label, better in FIGURES[1:]:
+        fmt = ".0f" if key in ("completions_generated", "steps", "wall_time_s") else ".3g"
+        arrow = f" ({better} is better)" if better else ""
+        lines.append(f"| {label}{arrow} | " + " | ".join(_pm(e[key], fmt) for e in summary.values()) + " |")
+    other = [r for r in runs if not r["stop_reason"].startswith("generation budget")]
+    if other:
+        lines += ["", "Runs not ended by the generation budget (their figures are not at an equal budget):"]
+        lines += [f"- {Path(r['run_dir']).name}: {r['stop_reason']}" for r in other]
+    lines += [
+        "",
+        "grpo-dapo trains on no zero-advantage group by construction; what that costs shows in the "
+        "completions it generates per signal group.",
+        "",
+        "## Where GHPO does not win",
+        "",
+    ]
+    verdicts = where_ghpo_does_not_win(summary)
+    lines += verdicts or ["Nowhere: every GHPO variant beats every baseline by more than the seed spread."]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(out_dir: Path, runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
+    written = []
+    levels = [*_levels(summary), "mean"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(summary))
+    for i, (method, entry) in enumerate(summary.items()):
+        spreads = [entry["accuracy_final"].get(lvl) for lvl in levels[:-1]] + [entry["accuracy_final_mean"]]
+        xs = [j + i * width for j in range(len(levels))]
+        means = [s["mean"] if s else 0.0 for s in spreads]
+        stds = [s["std"] if s else 0.0 for s in spreads]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=method, color=colours[method])
+    ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(levels))],
+        [f"level {lv}" if lv != "mean" else lv for lv in levels],
+    )
+    ax.set(
+        ylabel="held-out accuracy (greedy)",
+        ylim=(0, 1.02),
+        title="Held-out accuracy at the end (± std over seeds)",
+    )
+    ax.legend(fontsize="small")
+    written.append(save_figure(fig, out_dir / "accuracy_final.png"))
+
+    panels = (
+        ("accuracy_curve", "accuracy", "held-out accuracy, mean over levels"),
+        ("sampled_curve", "no_signal", "no-signal fraction of sampled groups"),
+        ("sampled_curve", "difficult", "difficult fraction of sampled groups"),
+        ("trained_curve", "zero_advantage", "zero-advantage fraction of trained batches"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (curve, key, title) in zip(axes.flat, panels, strict=True):
+        labelled = set()
+        for run in runs:
+            points = run[curve]
+            if not points:
+                continue
+            label = None if run["method"] in labelled else run["method"]
+            labelled.add(run["method"])
+            ax.plot(
+                [p["completions"] for p in points],
+                [p[key] for p in points],
+                color=colours[run["method"]],
+                alpha=0.7,
+                marker="." if len(points) < 30 else None,
+                label=label,
+            )
+        ax.set(xlabel="completions generated", ylim=(-0.02, 1.02), title=title)
+        ax.legend(fontsize="x-small")
+    written.append(save_figure(fig, out_dir / "over_training.png"))
+    return written
+
+
+def aggregate(runs_dir: Path, out_dir: Path) -> Path:
+    """Read every study run under `runs_dir`, write results.json, README.md and the plots to `out_dir`."""
+    settings_path = Path(runs_dir) / SETTINGS_FILE
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    folders = sorted(p.parent for p in Path(runs_dir).glob(f"*/{STUDY_FILE}"))
+    if not folders:
+        raise ValueError(f"no study runs (folders with {STUDY_FILE}) under {runs_dir}")
+    runs = [run_figures(folder) for folder in folders]
+    budgets = {r["budget"] for r in runs}
+    if len(budgets) > 1:
+        raise ValueError(
+            f"runs under {runs_dir} have different generation budgets {sorted(budgets, key=str)}"
+        )
+    summary = summarize(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_study(out_dir, runs, summary)
+    results = {"settings": settings, "summary": summary, "runs": runs}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    readme = out_dir / "README.md"
+    readme.write_text(render_readme(summary, runs, settings, plots))
+    return readme

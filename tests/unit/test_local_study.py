@@ -1,0 +1,208 @@
+"""The study's machinery without running anything heavy: the run config's new keys, the generation-budget
+stop rule, the rollout env wiring, and the aggregation of realistic `ghpo run` folders into tables,
+results.json and plots."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from ghpo.local.config import RunConfigError, parse_run_config
+from ghpo.local.report import append_history
+from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
+from ghpo.local.stack import Endpoints, service_specs
+from ghpo.local.study import METHODS, STUDY_FILE, aggregate, run_figures
+
+BUDGET = 400
+G, B = 4, 4
+
+
+def test_bad_budget_and_dynamic_sampling_values_name_their_keys():
+    with pytest.raises(RunConfigError, match=r"rollout\.dynamic_sampling"):
+        parse_run_config({"rollout": {"dynamic_sampling": "sometimes"}})
+    with pytest.raises(RunConfigError, match=r"run\.max_rollouts: .*greater than or equal to 1"):
+        parse_run_config({"run": {"max_rollouts": 0}})
+    cfg = parse_run_config({"run": {"max_rollouts": 96}, "rollout": {"dynamic_sampling": True}})
+    assert cfg.run.max_rollouts == 96 and cfg.rollout.dynamic_sampling
+    assert parse_run_config({}).run.max_rollouts is None  # no budget unless asked for
+
+
+def test_dynamic_sampling_reaches_the_rollout_server_environment(tmp_path):
+    ends = Endpoints(
+        "redis://127.0.0.1:1/0", "t", dict.fromkeys(("verifier", "broker", "inference", "rollout"), 1)
+    )
+    for value, text in ((True, "true"), (False, "false")):
+        cfg = parse_run_config({"rollout": {"dynamic_sampling": value}})
+        rollout = next(s for s in service_specs(cfg, tmp_path, tmp_path, ends) if s.name == "rollout")
+        assert rollout.env["GHPO_ROLLOUT_DYNAMIC_SAMPLING"] == text
+
+
+def test_the_run_stops_once_the_generation_budget_is_spent_and_not_before():
+    cfg = parse_run_config({"run": {"max_rollouts": 100, "max_minutes": 10}})
+    deadline = 1000.0
+    assert stop_reason(cfg, 3, {"completions_generated": 99}, 10.0, deadline) is None
+    reason = stop_reason(cfg, 4, {"completions_generated": 100}, 10.0, deadline)
+    assert reason is not None and "100 completions" in reason and "step 4" in reason
+    assert "time budget" in stop_reason(cfg, 2, {"completions_generated": 5}, deadline + 1, deadline)
+    unbounded = parse_run_config({})
+    assert stop_reason(unbounded, 9, {"completions_generated": 10**9}, 10.0, deadline) is None
+
+
+def _counters(generated: int, sampled: int, difficult: int, no_signal: int, acked: int) -> dict:
+    return {
+        "completions_generated": generated,
+        "groups_sampled": sampled,
+        "difficult_groups": difficult,
+        "no_signal_groups": no_signal,
+        "acked_groups": acked,
+        "groups_dropped": {"no_signal": no_signal} if no_signal else {},
+    }
+
+
+def _write_run(root: Path, method: str, seed: int, *, final: dict, grad: list, no_signal_step: int) -> Path:
+    """A run folder as `ghpo run` leaves it: config, history (evals + steps with counters), end.json."""
+    run_dir = root / f"{method}-s{seed}"
+    run_dir.mkdir(parents=True)
+    config = parse_run_config(
+        {"run": {"max_rollouts": BUDGET}, "rollout": {"group_size": G, "batch_groups": B}}
+    )
+    (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    (run_dir / STUDY_FILE).write_text(json.dumps({"method": method, "seed": seed}))
+    start = _counters(32, 8, 4, no_signal_step, 0)
+    append_history(
+        run_dir,
+        {
+            "kind": "eval",
+            "step": 0,
+            "elapsed_s": 40.0,
+            "accuracy_by_level": {"1": 0.5, "2": 0.1},
+            "rollout": start,
+        },
+    )
+    generated = sampled = difficult = silent = 0
+    for step, norm in enumerate(grad, start=1):
+        generated, sampled = 32 + 16 * step * 2, 8 + 4 * step * 2
+        difficult, silent = 4 + 2 * step, no_signal_step * (step + 1)
+        append_history(
+            run_dir,
+            {
+                "kind": "step",
+                "step": step,
+                "elapsed_s": 40.0 + 10 * step,
+                "grad_norm": norm,
+                "loss": 0.01,
+                "difficult_fraction": 0.5,
+                "zero_advantage_fraction": 0.25 if method != "grpo-dapo" else 0.0,
+                "groups_by_level": {"0": 3, "1": 1},
+                "plain_accuracy": 0.4,
+                "hinted_accuracy": 0.2,
+                "reward_mean": 0.4,
+                "rollout": _counters(generated, sampled, difficult, silent, 4 * step),
+            },
+        )
+    end_counters = _counters(generated, sampled, difficult, silent, 4 * len(grad))
+    append_history(
+        run_dir,
+        {
+            "kind": "eval",
+            "step": len(grad),
+            "elapsed_s": 99.0,
+            "accuracy_by_level": final,
+            "rollout": end_counters,
+        },
+    )
+    end = {
+        "stop_reason": f"generation budget of {BUDGET} completions spent at step {len(grad)}",
+        "step": len(grad),
+        "elapsed_s": 90.0,
+        "trainer_started_s": 45.0,
+        "rollout": end_counters,
+    }
+    (run_dir / END_FILE).write_text(json.dumps(end))
+    return run_dir
+
+
+def _study(root: Path) -> None:
+    finals = {
+        "grpo": [{"1": 0.9, "2": 0.2}, {"1": 0.8, "2": 0.3}],
+        "grpo-dapo": [{"1": 0.85, "2": 0.25}, {"1": 0.85, "2": 0.35}],
+        "ghpo": [{"1": 0.7, "2": 0.6}, {"1": 0.7, "2": 0.62}],
+        "ghpo-memory": [{"1": 0.9, "2": 0.3}, {"1": 0.9, "2": 0.5}],
+    }
+    for method, per_seed in finals.items():
+        for seed, final in enumerate(per_seed):
+            grad = [1.0, 2.0, 3.0] if seed == 0 else [1.0, 1.0, 1.0]
+            _write_run(
+                root, method, seed, final=final, grad=grad, no_signal_step=1 if method != "ghpo" else 0
+            )
+
+
+def test_run_figures_come_from_the_history_and_the_rollout_counters(tmp_path):
+    run_dir = _write_run(
+        tmp_path, "grpo", 0, final={"1": 0.9, "2": 0.2}, grad=[1.0, 2.0, 3.0], no_signal_step=1
+    )
+    figures = run_figures(run_dir)
+    assert figures["accuracy_start"] == {"1": 0.5, "2": 0.1}
+    assert figures["accuracy_final"] == {"1": 0.9, "2": 0.2}
+    assert figures["accuracy_final_mean"] == pytest.approx(0.55)
+    assert figures["grad_norm_variance"] == pytest.approx(statistics.pvariance([1.0, 2.0, 3.0]))
+    # end counters: 128 completions, 32 groups sampled of which 4 without signal, 10 difficult
+    assert figures["completions_generated"] == 128 and figures["budget"] == BUDGET
+    assert figures["completions_per_signal_group"] == pytest.approx(128 / 28)
+    assert figures["no_signal_fraction_sampled"] == pytest.approx(4 / 32)
+    assert figures["difficult_fraction_sampled"] == pytest.approx(10 / 32)
+    assert figures["zero_advantage_fraction_trained"] == pytest.approx(0.25)
+    assert figures["wall_time_s"] == pytest.approx(45.0)  # from the trainer's start to its stop
+    # between consecutive lines 8 groups were sampled, 2 of them difficult and 1 without signal
+    assert figures["sampled_curve"][0] == {"completions": 96, "difficult": 0.25, "no_signal": 0.125}
+    assert [p["completions"] for p in figures["accuracy_curve"]] == [32, 128]
+
+
+def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_not_win(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _study(runs)
+    end = json.loads((runs / "ghpo-memory-s1" / END_FILE).read_text())
+    end["stop_reason"] = "time budget of 120.0 min spent at step 3"
+    (runs / "ghpo-memory-s1" / END_FILE).write_text(json.dumps(end))
+    readme = aggregate(runs, out)
+    results = json.loads((out / "results.json").read_text())
+    summary = results["summary"]
+    assert sorted(summary) == sorted(METHODS) and len(results["runs"]) == 8
+    level1 = summary["grpo"]["accuracy_final"]["1"]
+    assert level1["mean"] == pytest.approx(0.85) and level1["std"] == pytest.approx(
+        statistics.stdev([0.9, 0.8])
+    )
+    assert level1["n"] == 2 and summary["grpo"]["seeds"] == [0, 1]
+    assert summary["ghpo"]["no_signal_fraction_sampled"]["mean"] == 0.0
+    text = readme.read_text()
+    assert "| grpo | 2 | 0.850 ± 0.071 | 0.250 ± 0.071 |" in text
+    assert "- ghpo-memory-s1: time budget of 120.0 min spent at step 3" in text  # not at an equal budget
+    assert "- ghpo-memory-s0:" not in text
+    verdicts = text.split("## Where GHPO does not win")[1]
+    # ghpo is worse on level 1 than both baselines; ghpo-memory's level-2 gain over grpo-dapo is within spread
+    assert "ghpo vs grpo, held-out accuracy, level 1: 0.700 ± 0.000 vs 0.850 ± 0.071 — worse" in verdicts
+    assert "ghpo vs grpo-dapo, held-out accuracy, level 1" in verdicts
+    assert (
+        "ghpo-memory vs grpo-dapo, held-out accuracy, level 2" in verdicts
+        and "within the seed spread" in verdicts
+    )
+    assert "ghpo vs grpo, held-out accuracy, level 2" not in verdicts  # a clear win is not listed
+    for name in ("accuracy_final.png", "over_training.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_aggregation_refuses_unfinished_runs_and_mixed_budgets(tmp_path):
+    _study(tmp_path / "runs")
+    (tmp_path / "runs" / "ghpo-s1" / END_FILE).unlink()
+    with pytest.raises(ValueError, match="ghpo-s1: the run did not finish"):
+        aggregate(tmp_path / "runs", tmp_path / "out")
+    mixed = tmp_path / "mixed"
+    _study(mixed)
+    config = json.loads((mixed / "grpo-s0" / CONFIG_FILE).read_text())
+    config["run"]["max_rollouts"] = BUDGET + 1
+    (mixed / "grpo-s0" / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="different generation budgets"):
+        aggregate(mixed, tmp_path / "out")
