@@ -39,7 +39,7 @@ from ghpo.services.rollout.settings import Settings
 from ghpo.shared.bench_results import emit
 from ghpo.shared.redis_local import LocalRedis, free_port
 
-QUICK = {"windows": 1, "window_s": 8.0, "warmup_s": 8.0}
+QUICK = {"windows": 1, "window_s": 4.0, "warmup_s": 4.0}
 G = 8
 BATCH = 8
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ghpo.cli import main
+from ghpo.local.bench import default_bench_dir, load_registry, unregistered
 
 
 @pytest.mark.slow
@@ -36,3 +37,16 @@ def test_bench_only_with_an_unregistered_name_is_refused_naming_the_flag(tmp_pat
     assert code == 2
     assert "--only" in capsys.readouterr().err
     assert not (tmp_path / "B.md").exists()
+
+
+def test_every_bench_script_is_registered_or_says_why_not_and_every_registered_script_exists():
+    bench_dir = default_bench_dir()
+    registry = load_registry(bench_dir)
+
+    # `ghpo bench` (and CI's smoke run) skip an unlisted script: that must be a stated choice in it.
+    silent = [
+        s for s in unregistered(bench_dir, registry) if "registry.toml" not in (bench_dir / s).read_text()
+    ]
+    assert silent == []
+    assert [b.script for b in registry if not (bench_dir / b.script).is_file()] == []
+    assert all("--quick" in (bench_dir / b.script).read_text() for b in registry)
