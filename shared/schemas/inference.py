@@ -83,6 +83,13 @@ class SamplingParams(WireModel):
         None, ge=0, le=2**63 - 1, description="Same seed, prompts and weights: same samples."
     )
 
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> SamplingParams:
+        # vLLM refuses it deep in the engine (a 500 that looks transient and is retried); say it here.
+        if self.temperature == 0.0 and self.n > 1:
+            raise ValueError(f"n must be 1 when temperature is 0 (greedy gives one sample); got n={self.n}")
+        return self
+
 
 class GenerateRequest(WireModel):
     prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS_PER_REQUEST)

@@ -58,6 +58,12 @@ def test_sampling_bounds_are_enforced():
             SamplingParams.model_validate(bad)
 
 
+def test_greedy_sampling_with_several_samples_is_refused_naming_n():
+    assert SamplingParams(temperature=0.0, n=1).n == 1
+    with pytest.raises(ValidationError, match="n must be 1 when temperature is 0"):
+        SamplingParams(temperature=0.0, n=4)
+
+
 def test_generate_request_refuses_an_empty_prompt_list():
     with pytest.raises(ValidationError, match="prompts"):
         GenerateRequest(prompts=[])
