@@ -273,6 +273,25 @@ def test_weight_push_after_a_step_changes_what_inference_samples(model_dir, batc
     assert torch.allclose(trainer_logps, torch.tensor(sample.logprobs), atol=1e-3)
 
 
+def test_start_pushes_past_a_rollout_version_left_ahead_by_an_inference_restart(
+    model_dir, inference_url, tmp_path
+):
+    # Redis (and so the rollout server's version, which never goes back) outlived a restart of inference:
+    # the trainer must serve a version past it, or the rollout server waits for it forever.
+    sync = WeightSync([inference_url], token=TOKEN)
+    served = sync.served_versions()[inference_url]
+    source = ListSource([])
+    source.announced.append(served + 5)
+    trainer = Trainer(
+        build_engine(make_config(model_dir, tmp_path)), source, Checkpointer(tmp_path), weight_sync=sync
+    )
+    trainer.start()
+    assert trainer.policy_version == served + 6
+    assert sync.served_versions()[inference_url] == served + 6
+    assert source.announced[-1] == served + 6
+    sync.close()
+
+
 def test_nccl_push_to_a_cpu_replica_is_a_counted_failure_and_the_served_version_stays(
     model_dir, inference_url, tmp_path
 ):

@@ -139,8 +139,9 @@ class ListSource:
     def ack(self, batch_id: str, policy_version: int) -> None:
         self.acked.append((batch_id, policy_version))
 
-    def announce_policy_version(self, policy_version: int) -> None:
+    def announce_policy_version(self, policy_version: int) -> int | None:
         self.announced.append(policy_version)
+        return max(self.announced)
 
     def get_cursor(self):
         from ghpo.shared.schemas.rollout import RolloutCursor

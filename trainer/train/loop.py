@@ -141,8 +141,16 @@ class Trainer:
             push, self.policy_version = rank0_decides((push, version))
             if push:
                 self.weight_sync.push(self.train, self.policy_version)
-        if self.rank0:
-            self.source.announce_policy_version(self.policy_version)
+        held = self.source.announce_policy_version(self.policy_version) if self.rank0 else None
+        # Redis outlived a restart of inference: the rollout server's version (it never goes back) is
+        # ahead of what is served, and it would wait forever for inference to reach it. Go past it.
+        ahead = rank0_decides(held is not None and held > self.policy_version)
+        if ahead and self.weight_sync is not None:
+            self.policy_version = rank0_decides(held + 1 if self.rank0 else None)
+            log.info("the rollout server holds version %d: pushing as %d", held, self.policy_version)
+            self.weight_sync.push(self.train, self.policy_version)
+            if self.rank0:
+                self.source.announce_policy_version(self.policy_version)
 
     # ---- run
     def run(self, stop_after: int | None = None) -> list[StepResult]:
@@ -216,10 +224,14 @@ class Trainer:
         if self.rank0:
             self.source.announce_policy_version(self.policy_version)
         self.recent.append(batch.batch_id)
+        due = self.step % self.config.run.checkpoint_every == 0
+        # The broker snapshot is taken before the ack: the ack lets the rollout server report the next
+        # step's outcomes, which would race into it (at lag 0 the snapshot is then exactly the trained state).
+        snapshot = self._broker_snapshot() if due else None
         self._ack(batch.batch_id)
         self._publish()
-        if self.step % self.config.run.checkpoint_every == 0:
-            self.checkpoint()
+        if due:
+            self.checkpoint(snapshot=snapshot)
 
     def _ack(self, batch_id: str) -> None:
         if self.rank0:
@@ -268,11 +280,16 @@ class Trainer:
         metrics.POLICY_VERSION.set(self.policy_version)
 
     # ---- checkpoints
-    def checkpoint(self, tag: str | None = None) -> CheckpointInfo:
+    def _broker_snapshot(self) -> bytes | None:
+        return self.broker.snapshot() if self.broker is not None and self.rank0 else None
+
+    def checkpoint(self, tag: str | None = None, snapshot: bytes | None = None) -> CheckpointInfo:
+        """Save now; `snapshot` is a broker snapshot already taken for this step (else one is taken)."""
         phase = self.status.phase
         self.status.phase = TrainerPhase.checkpointing
         cursor = self.source.get_cursor() if self.rank0 else None
-        snapshot = self.broker.snapshot() if self.broker is not None and self.rank0 else None
+        if snapshot is None:
+            snapshot = self._broker_snapshot()
         state = TrainerState(
             step=self.step,
             policy_version=self.policy_version,

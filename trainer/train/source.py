@@ -21,7 +21,9 @@ class BatchSource(Protocol):
 
     def ack(self, batch_id: str, policy_version: int) -> None: ...
 
-    def announce_policy_version(self, policy_version: int) -> None: ...
+    def announce_policy_version(self, policy_version: int) -> int | None:
+        """Tell the source which version inference serves; returns the version the source now holds (it
+        never goes back, so it can be ahead after a restart of inference alone), or None if it keeps none."""
 
     def get_cursor(self) -> RolloutCursor | None: ...
 
@@ -53,13 +55,15 @@ class RolloutClient:
             idempotency_key=f"ack-{batch_id}-{policy_version}",
         )
 
-    def announce_policy_version(self, policy_version: int) -> None:
-        self.client.request_json(
+    def announce_policy_version(self, policy_version: int) -> int | None:
+        held = self.client.request_json(
             "POST",
             "/v1/policy-version",
             json=PolicyVersionUpdate(policy_version=policy_version),
+            response_model=PolicyVersionUpdate,
             idempotency_key=f"policy-version-{policy_version}",
         )
+        return held.policy_version
 
     def get_cursor(self) -> RolloutCursor | None:
         return self.client.request_json("GET", "/v1/cursor", response_model=RolloutCursor)
