@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tiny-model run test lint clean
+.PHONY: install tiny-model run test lint bench-smoke clean
 
 # torch is installed first and pinned: the CPU wheel 2.13.0 lies on this machine's disk, while an
 # unpinned torch (or a range admitting a newer release) pulls a multi-GB CUDA build.
@@ -41,6 +41,10 @@ lint: install
 
 test: lint tiny-model
 	$(BIN)/pytest -m "not gpu"
+
+# Every registered benchmark in its --quick form (CI's smoke run; figures printed, not asserted).
+bench-smoke: tiny-model
+	$(BIN)/ghpo bench --quick --timeout 900 --out $${TMPDIR:-/tmp}/BENCHMARKS-smoke.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
