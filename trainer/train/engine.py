@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,12 @@ import numpy as np
 import torch
 
 from ghpo.trainer.train.config import OptimSection, TrainConfig
+
+# DeepSpeed compiles its CPU comm op on first use into TORCH_EXTENSIONS_DIR, by default one folder under
+# ~/.cache shared by every environment of the user: two virtualenvs at different paths (a checkout and a
+# CI clone) then rebuild each other's op on every start, 1-5 minutes each under a lock. One per environment,
+# unless the user chose a folder.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 
 def lr_factor(step: int, optim: OptimSection, total_steps: int) -> float:
