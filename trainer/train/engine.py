@@ -75,22 +75,24 @@ def init_distributed() -> None:
 
     if dist.is_initialized():
         return
+    alone = "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1"
     for name, value in (
         ("RANK", "0"),
         ("LOCAL_RANK", "0"),
         ("WORLD_SIZE", "1"),
         ("MASTER_ADDR", "127.0.0.1"),
+        # DeepSpeed only checks that the launcher's variables exist; alone, no port is ever bound.
+        ("MASTER_PORT", "0"),
     ):
         os.environ.setdefault(name, value)
-    if "MASTER_PORT" not in os.environ:
-        import socket
-
-        with socket.socket() as sock:  # a free port: several single-process trainers may share a host
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    if alone:
+        # One process, no launcher: a group over an in-memory store. A TCP store needs a free port, and
+        # "find a free port, close it, bind it again" lost races to other processes' ephemeral ports.
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
 
 
 def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
