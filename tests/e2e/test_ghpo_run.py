@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 CONFIG = """
 [run]
-steps = 5
+# Enough steps that the run is still training when the Prometheus checks are done and Ctrl-C is sent
+# (a tiny step takes ~1.5 s; five of them were over before Prometheus had started once).
+steps = 20
 checkpoint_every = 100   # only the stop on Ctrl-C writes a checkpoint before the end
 eval_every = 100
 eval_per_level = 4
@@ -111,7 +113,7 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
         if first.poll() is None:
             first.kill()
     stopped_at = _steps(run_dir)[-1]
-    assert stopped_at < 5
+    assert stopped_at < 20, "the run finished before Ctrl-C: the interruption was not exercised"
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest.endswith(f"{stopped_at:09d}"), (
         f"the stop checkpointed step {stopped_at}: latest is {latest}"
@@ -123,8 +125,8 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
     assert second.wait(900) == 0, log.read_text()[-3000:]
 
     steps = _steps(run_dir)
-    assert steps == list(range(1, 6)), f"every step exactly once across the interruption: {steps}"
+    assert steps == list(range(1, 21)), f"every step exactly once across the interruption: {steps}"
     report = (run_dir / "report.md").read_text()
-    assert "| level | step 0 | step 5 |" in report
+    assert "| level | step 0 | step 20 |" in report
     for plot in ("accuracy_per_level", "reward_sparsity", "hint_levels"):
         assert (run_dir / f"{plot}.png").stat().st_size > 0
