@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import re
 import statistics
@@ -41,6 +40,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
+from ghpo.local.stack import toml_section
 from ghpo.shared.bench_results import emit
 
 QUICK = {"steps": 3, "prompts": 2, "group_size": 4, "max_tokens": 32, "eval_per_level": 3}
@@ -84,7 +84,7 @@ def ghpo_side(args: argparse.Namespace, model: Path, tmp: Path) -> tuple[float, 
         "services": {"broker_policy": "none"},
     }
     path = tmp / "ghpo-run.toml"
-    path.write_text(toml(config))
+    path.write_text("\n".join(line for name, values in config.items() for line in toml_section(name, values)))
     run_dir = tmp / "ghpo-run"
     started = time.monotonic()
     proc = subprocess.run(
@@ -103,14 +103,6 @@ def ghpo_side(args: argparse.Namespace, model: Path, tmp: Path) -> tuple[float, 
     checkpoints = run_dir / "checkpoints"
     latest = checkpoints / (checkpoints / "latest").read_text().strip()
     return medians_of_intervals([stamps[s] for s in sorted(stamps)]), latest
-
-
-def toml(config: dict) -> str:
-    lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]  # JSON scalars/lists are TOML
-    return "\n".join(lines) + "\n"
 
 
 def trl_side(args: argparse.Namespace, model: Path, tmp: Path):
