@@ -49,9 +49,12 @@ def run_bench(args: argparse.Namespace) -> int:
     unknown = sorted(set(wanted) - {b.name for b in registry})
     if unknown:
         raise CliError(f"--only: not in {bench.REGISTRY}: {', '.join(unknown)}")
-    selected = [b for b in registry if not wanted or b.name in wanted]
+    load_before = bench.load_average()
     outcomes = []
-    for b in selected:
+    for b in registry:
+        if wanted and b.name not in wanted:
+            outcomes.append(bench.not_selected(b, args.quick))
+            continue
         print(f"{b.script}: running", file=sys.stderr, flush=True)
         outcome = bench.run_one(b, bench_dir, quick=args.quick, timeout_s=args.timeout)
         print(
@@ -61,9 +64,12 @@ def run_bench(args: argparse.Namespace) -> int:
             flush=True,
         )
         outcomes.append(outcome)
+    info = bench.machine() | {
+        "load average (1/5/15 min), start → end": f"{load_before} → {bench.load_average()}"
+    }
     markdown = bench.render_markdown(
-        outcomes, bench.machine(), quick=args.quick, extra=bench.unregistered(bench_dir, registry)
+        outcomes, info, quick=args.quick, extra=bench.unregistered(bench_dir, registry)
     )
     args.out.write_text(markdown)
     print(f"wrote {args.out}", file=sys.stderr)
-    return 0 if all(o.status in ("ok", "skipped") for o in outcomes) else 1
+    return 0 if all(o.status in ("ok", "skipped", "not run") for o in outcomes) else 1

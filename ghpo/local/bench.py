@@ -49,7 +49,7 @@ class BenchScript:
 class Outcome:
     bench: BenchScript
     command: str
-    status: str  # "ok", "failed", "timeout", "skipped"
+    status: str  # "ok", "failed", "timeout", "skipped", "not run" (left out by --only)
     seconds: float = 0.0
     figures: list[Figure] = field(default_factory=list)
     detail: str = ""
@@ -134,6 +134,19 @@ def run_one(bench: BenchScript, bench_dir: Path, *, quick: bool, timeout_s: floa
     if not figures:
         return Outcome(bench, shown, "failed", seconds, [], "exited 0 but printed no BENCH_RESULT line")
     return Outcome(bench, shown, "ok", seconds, figures)
+
+
+def not_selected(bench: BenchScript, quick: bool) -> Outcome:
+    """A registered script that `--only` left out: listed in the Markdown, so a partial run says so."""
+    return Outcome(bench, shlex.join(command_for(bench, quick)), "not run", detail="not selected (--only)")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: the figures of a loaded machine are not comparable."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _version(dist: str) -> str | None:

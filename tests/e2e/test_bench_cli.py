@@ -12,7 +12,7 @@ from ghpo.local.bench import default_bench_dir, load_registry, unregistered
 
 
 @pytest.mark.slow
-def test_quick_bench_of_one_script_writes_benchmarks_md_with_its_figure(tmp_path):
+def test_quick_bench_of_one_script_writes_its_figure_and_lists_the_others_as_not_run(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
 
     proc = subprocess.run(
@@ -29,6 +29,9 @@ def test_quick_bench_of_one_script_writes_benchmarks_md_with_its_figure(tmp_path
     assert len(figure_rows) == 1
     assert "`python bench/verifier_realdata.py --quick`" in figure_rows[0]
     assert "| verifier_realdata.py | ok |" in md
+    # The registered scripts --only left out are listed as not run, so a partial file says it is partial.
+    assert "| verifier_throughput.py | not run | 0 | `python bench/verifier_throughput.py --quick` |" in md
+    assert "- load average (1/5/15 min), start → end: " in md
 
 
 def test_bench_only_with_an_unregistered_name_is_refused_naming_the_flag(tmp_path, capsys):
