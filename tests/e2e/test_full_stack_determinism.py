@@ -76,13 +76,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VERIFIER = VerifierSettings(workers=1, math_timeout_s=30, item_deadline_s=120, token=TOKEN)
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
 @contextlib.contextmanager
 def inference_process(model_dir: Path, log: Path) -> Iterator[str]:
     """`ghpo serve inference` in a process of its own; yields its URL at once (see wait_ready)."""

@@ -65,13 +65,6 @@ def _wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
-@pytest.fixture(scope="module")
 def upstream(model_dir):
     """Base URLs of one inference service (tiny model) and one verifier."""
     inference = InferenceSettings(model=str(model_dir), max_model_len=512, kv_cache_gib=1, max_num_seqs=64)

@@ -12,13 +12,6 @@ import pytest
 MAX_FOLDER_BYTES = 20 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
 @pytest.mark.slow
 def test_folder_is_a_standard_hf_checkpoint_within_20_mb(model_dir):
     names = {p.name for p in model_dir.iterdir()}

@@ -25,7 +25,7 @@ from ghpo.trainer.train.engine import build_engine, make_optimizer, make_schedul
 from ghpo.trainer.train.loop import Trainer, TrainingStopped
 from ghpo.trainer.train.step import completion_logps, train_step
 from ghpo.trainer.train.weights import WeightSync, full_state_dict
-from tests.e2e.trainer_support import TOKEN, ListSource, generate, inference_service, real_batches
+from tests.e2e.trainer_support import TOKEN, ListSource, generate, real_batches
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +37,6 @@ RESUME_TOLERANCE = 1e-6
 # rounding difference on a near-zero gradient coordinate moves it by a visible share of lr; observed
 # 0 (stages 0-2) and 3e-5 (stage 3) after 2 steps at lr 1e-3. Bound: 5% of lr per step.
 EQUIVALENCE_LR_SHARE = 0.05
-
-
-@pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def inference_url(model_dir):
-    torch.set_num_threads(1)
-    with inference_service(model_dir) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

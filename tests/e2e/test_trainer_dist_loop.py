@@ -23,7 +23,6 @@ from prometheus_client import REGISTRY
 pytest.importorskip("vllm")
 pytest.importorskip("deepspeed")
 
-import torch
 from safetensors.torch import load_file
 
 from ghpo.trainer.train.batches import trainable
@@ -32,7 +31,7 @@ from ghpo.trainer.train.config import parse_config
 from ghpo.trainer.train.engine import build_engine
 from ghpo.trainer.train.loop import Trainer
 from ghpo.trainer.train.weights import full_state_dict
-from tests.e2e.trainer_support import TOKEN, ListSource, inference_service, real_batches
+from tests.e2e.trainer_support import TOKEN, ListSource, real_batches
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +46,6 @@ PARAMS_TOLERANCE = 0.05 * LR * STEPS
 # one-process loss, up to float summation order.
 LOSS_REL_TOLERANCE = 1e-5
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def inference_url(model_dir):
-    torch.set_num_threads(1)
-    with inference_service(model_dir) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

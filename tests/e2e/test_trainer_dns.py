@@ -64,13 +64,6 @@ def _served(url: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
-@pytest.fixture(scope="module")
 def replicas(model_dir, tmp_path_factory):
     """{address: base URL} of two inference replicas on one port."""
     logs = tmp_path_factory.mktemp("replicas")

@@ -33,13 +33,6 @@ G = 4
 BATCH = 4
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from ghpo.trainer.tiny import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
 def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir, redis_url, tmp_path):
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     broker_settings = BrokerSettings(

@@ -1,0 +1,25 @@
+"""Fixtures shared by the end-to-end modules: the tiny model and, per module, one inference service."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    """The tiny model's folder (built once into the model cache if absent)."""
+    from ghpo.trainer.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def inference_url(model_dir):
+    """One real inference service (vLLM CPU engine) for the module's tests; one torch thread here."""
+    import torch
+
+    from tests.e2e.trainer_support import inference_service
+
+    torch.set_num_threads(1)
+    with inference_service(model_dir) as url:
+        yield url
