@@ -57,7 +57,7 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
             "checkpoint_every": 10**6,  # the stop writes the one checkpoint a study run needs
             "eval_every": args.eval_every,
             "eval_per_level": args.eval_per_level,
-            "eval_levels": args.levels,
+            "eval_levels": args.eval_levels or args.levels,
         },
         "data": {"arith_levels": args.levels, "arith_per_level": args.arith_per_level},
         "rollout": {
@@ -76,6 +76,7 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budget (completions)": args.budget,
         "seeds": args.seeds,
         "levels": args.levels,
+        "held-out levels": args.eval_levels or args.levels,
         "G": args.group_size,
         "groups per batch": args.batch_groups,
         "max tokens": args.max_tokens,
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4], help="arith levels")
+    parser.add_argument(
+        "--eval-levels", type=int, nargs="+", help="held-out levels evaluated (default: the training levels)"
+    )
     parser.add_argument("--arith-per-level", type=int, default=400, help="training problems per level")
     parser.add_argument("--eval-per-level", type=int, default=60, help="held-out problems per level")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
