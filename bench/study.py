@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,7 +107,15 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> None:
     print(f"{run_dir.name}: {'resuming' if resume else 'running'} (log {log_path})", flush=True)
     started = time.monotonic()
     with log_path.open("ab") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"})
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            # Not subprocess.call's kill: `ghpo run` stops its services and checkpoints, and the next
+            # study invocation resumes the run. It ignores a second signal while it stops.
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
     if code != 0 or not (run_dir / REPORT).exists():
         tail = log_path.read_text(errors="replace")[-2000:]
         raise SystemExit(

@@ -1,13 +1,14 @@
 """`ghpo run`: train the tiny model (or a configured one) with GHPO on this machine, end to end.
 
 Starts Redis, inference, verifier, broker, rollout server and trainer as local processes (ghpo.local.run),
-shows progress, and writes report.md and plots in the run folder. Ctrl-C stops cleanly; `--resume`
-continues the same run folder from its last checkpoint.
+shows progress, and writes report.md and plots in the run folder. Ctrl-C (or `kill`, SIGTERM) stops
+cleanly; `--resume` continues the same run folder from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 
@@ -19,6 +20,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def stop_cleanly_on_signals() -> None:
+    """SIGINT (Ctrl-C, `kill -INT`) and SIGTERM (`kill`, `timeout`, a scheduler) raise KeyboardInterrupt,
+    so the run stops its services and the trainer checkpoints. SIGINT is armed explicitly: a shell starts
+    a background job (`ghpo run &`, nohup) with SIGINT ignored and Python keeps it ignored. Signals that
+    arrive while stopping are ignored: the stop is bounded by the supervisor's own time limits, and a
+    second Ctrl-C (or a driver forwarding the one the terminal already sent) must not cut it short."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(args: argparse.Namespace) -> int:
     from ghpo.cli import CliError
     from ghpo.local.config import RunConfigError, load_run_config
@@ -26,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ghpo.local.run import RunError
     from ghpo.local.run import run as run_local
 
+    stop_cleanly_on_signals()
     try:
         cfg = load_run_config(args.config) if args.config or not args.resume else None
         report = run_local(cfg, args.run_dir, resume=args.resume)

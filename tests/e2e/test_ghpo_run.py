@@ -73,6 +73,8 @@ def _ghpo_run(run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "TERM": "dumb"},
+        # As a shell starts `ghpo run &` or `nohup ghpo run`: SIGINT ignored. The stop below must still work.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
 
 
