@@ -113,13 +113,24 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="use ensure_tiny_model() (builds it if absent)")
+    parser.add_argument(
+        "--model",
+        help="a model folder, or 'smollm2' (SmolLM2-135M-Instruct, `ghpo models prepare smollm2`): a real "
+        "architecture, where per-token compute rather than per-step overhead sets the rate",
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
     args = parser.parse_args()
     if args.quick:  # quick changes the defaults only; explicit flags still win
         parser.set_defaults(**QUICK)
         args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.tiny:
+        if args.model == "smollm2":
+            from ghpo.trainer.models import prepare_smollm2
+
+            model_dir = prepare_smollm2()
+        elif args.model:
+            model_dir = Path(args.model)
+        elif args.tiny:
             from ghpo.trainer.tiny import ensure_tiny_model
 
             model_dir = ensure_tiny_model()
@@ -132,14 +143,15 @@ def main() -> None:
             bench_transformers(model_dir, batch, args.samples, args.max_tokens) for _ in range(args.repeats)
         ]
     vllm_tps, hf_tps = statistics.median(vllm_rates), statistics.median(hf_rates)
+    shape = args.model or ("tiny" if args.tiny else "tiny shape, random weights")
     print(
-        f"batch {args.prompts} prompts x {args.samples} samples, {args.prompt_tokens} prompt + {args.max_tokens} new tokens, torch threads {torch.get_num_threads()}"
+        f"model {shape}; batch {args.prompts} prompts x {args.samples} samples, {args.prompt_tokens} prompt + {args.max_tokens} new tokens, torch threads {torch.get_num_threads()}"
     )
     print(f"vLLM (CPU) tokens/s: median {vllm_tps:.0f}  runs {[round(r) for r in vllm_rates]}")
     print(f"transformers generate tokens/s: median {hf_tps:.0f}  runs {[round(r) for r in hf_rates]}")
     print(f"ratio vLLM / transformers: {vllm_tps / hf_tps:.2f}x (target >= 0.8)")
     emit(
-        "inference.generate_tokens_per_s",
+        "inference.generate_tokens_per_s" + (f"_{Path(args.model).name}" if args.model else ""),
         vllm_tps,
         "tokens/s",
         baseline="transformers generate, same model/batch/threads",
