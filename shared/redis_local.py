@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -64,8 +65,41 @@ def server_version(binary: Path) -> str:
     return f"{match.group(1)} {match.group(2)}" if match else out.strip()[:80]
 
 
-def free_port() -> int:
+# Ports handed out for a process to bind later come from below the kernel's ephemeral range: the kernel
+# serves automatic binds (port 0: vLLM's ZMQ and torch sockets, Redis clients) and outgoing connections
+# from that range, so a port picked there and released could be taken by another process before its
+# service binds it (seen: a rollout server failing with EADDRINUSE in `ghpo run`). Below it, only a
+# process choosing that same port explicitly can collide.
+_PORT_FLOOR = 15000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free now, for a server process to bind later (see _PORT_FLOOR)."""
+    floor = _ephemeral_floor()
+    if floor - _PORT_FLOOR >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(64):
+            port = rng.randrange(_PORT_FLOOR, floor)
+            if _bindable(port):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a narrow range: let the kernel pick
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

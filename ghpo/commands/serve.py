@@ -38,5 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.service, host=args.host, port=args.port)
     app = importlib.import_module(f"ghpo.services.{args.service}.app").create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
-    return 0
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    # Bind before the app starts: a taken port ends the process at once (uvicorn logs the error, exit 3),
+    # not after the lifespan has started its work (datasets, the vLLM engine, background tasks). Seen:
+    # a rollout server that lost its port hung unwinding that work until `ghpo run` gave up after 300 s.
+    sock = config.bind_socket()
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 3  # 3: uvicorn's startup failure (the lifespan raised)

