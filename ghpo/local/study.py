@@ -124,6 +124,7 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
             {
                 "completions": e["rollout"]["completions_generated"],
                 "accuracy": _mean(list(e["accuracy_by_level"].values())),
+                "by_level": e["accuracy_by_level"],
             }
             for e in evals
             if "rollout" in e
@@ -324,6 +325,28 @@ def plot_study(out_dir: Path, runs: list[dict[str, Any]], summary: dict[str, dic
         ax.set(xlabel="completions generated", ylim=(-0.02, 1.02), title=title)
         ax.legend(fontsize="x-small")
     written.append(save_figure(fig, out_dir / "over_training.png"))
+
+    # Per level: the mean over levels can hide a gain on one level behind noise on another.
+    fig, axes = plt.subplots(1, len(levels) - 1, figsize=(4 * (len(levels) - 1), 3.6), squeeze=False)
+    for ax, level in zip(axes.flat, levels[:-1], strict=True):
+        labelled = set()
+        for run in runs:
+            points = [p for p in run["accuracy_curve"] if level in p.get("by_level", {})]
+            if not points:
+                continue
+            label = None if run["method"] in labelled else run["method"]
+            labelled.add(run["method"])
+            ax.plot(
+                [p["completions"] for p in points],
+                [p["by_level"][level] for p in points],
+                color=colours[run["method"]],
+                alpha=0.7,
+                marker=".",
+                label=label,
+            )
+        ax.set(xlabel="completions generated", ylim=(-0.02, 1.02), title=f"held-out accuracy, level {level}")
+        ax.legend(fontsize="x-small")
+    written.append(save_figure(fig, out_dir / "accuracy_per_level.png"))
     return written
 
 

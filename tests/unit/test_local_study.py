@@ -190,7 +190,7 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
         and "within the seed spread" in verdicts
     )
     assert "ghpo vs grpo, held-out accuracy, level 2" not in verdicts  # a clear win is not listed
-    for name in ("accuracy_final.png", "over_training.png"):
+    for name in ("accuracy_final.png", "over_training.png", "accuracy_per_level.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
