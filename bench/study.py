@@ -15,7 +15,7 @@ into `--out` (default docs/study/): results.json, README.md (tables, mean ± std
 does not win) and PNG plots.
 
 This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
-Run: python bench/study.py --budget 8000 --seeds 0 1 2      (hours on a CPU machine)
+Run: python bench/study.py                                  (defaults: docs/study/; ~2 h on 2 CPU cores)
      python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
 """
 
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ghpo.local.config import parse_run_config
+from ghpo.local.config import RunConfig, parse_run_config
 from ghpo.local.report import HISTORY_FILE
 from ghpo.local.run import CONFIG_FILE
 from ghpo.local.stack import toml_section
@@ -58,7 +58,7 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
             "checkpoint_every": 10**6,  # the stop writes the one checkpoint a study run needs
             "eval_every": args.eval_every,
             "eval_per_level": args.eval_per_level,
-            "eval_levels": args.eval_levels or args.levels,
+            "eval_levels": args.eval_levels,
         },
         "data": {"arith_levels": args.levels, "arith_per_level": args.arith_per_level},
         "rollout": {
@@ -77,13 +77,18 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budget (completions)": args.budget,
         "seeds": args.seeds,
         "levels": args.levels,
-        "held-out levels": args.eval_levels or args.levels,
+        "held-out levels": args.eval_levels,
         "G": args.group_size,
         "groups per batch": args.batch_groups,
         "max tokens": args.max_tokens,
         "lr": args.lr,
         "train problems per level": args.arith_per_level,
         "held-out problems per level": args.eval_per_level,
+        # `ghpo run`'s GHPO settings, the same for every method (the paper's cold start is 20 steps; the
+        # reference code's released config, and `ghpo run` for short runs, use 0)
+        "hint ladder": list(RunConfig().ghpo.hint_ladder),
+        "cold start (steps)": RunConfig().ghpo.cold_start_steps,
+        "max policy lag": RunConfig().rollout.max_policy_lag,
     }
 
 
@@ -129,21 +134,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budget", type=int, default=8000, help="completions generated per run (all rounds)")
+    parser.add_argument(
+        "--budget", type=int, default=30000, help="completions generated per run (all rounds)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4], help="arith levels")
+    parser.add_argument("--levels", type=int, nargs="+", default=[2], help="arith levels trained on")
     parser.add_argument(
-        "--eval-levels", type=int, nargs="+", help="held-out levels evaluated (default: the training levels)"
+        "--eval-levels", type=int, nargs="+", default=[1, 2, 3], help="held-out levels evaluated"
     )
     parser.add_argument("--arith-per-level", type=int, default=400, help="training problems per level")
-    parser.add_argument("--eval-per-level", type=int, default=60, help="held-out problems per level")
+    parser.add_argument("--eval-per-level", type=int, default=200, help="held-out problems per level")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--batch-groups", type=int, default=16)
+    parser.add_argument("--batch-groups", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--max-minutes", type=float, default=120.0, help="safety limit per run")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--max-minutes", type=float, default=40.0, help="safety limit per run")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/study"))
     parser.add_argument("--out", type=Path, default=Path("docs/study"), help="results.json, README.md, plots")
     parser.add_argument(
@@ -161,6 +168,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.budget, args.group_size, args.batch_groups = [0], 192, 4, 4
         args.levels, args.arith_per_level, args.eval_per_level, args.eval_every = [1, 2], 50, 4, 100
+        args.eval_levels = [1, 2]
         args.max_tokens, args.max_minutes = 64, 20.0
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     (args.runs_dir / SETTINGS_FILE).write_text(json.dumps(shared_settings(args), indent=2) + "\n")
