@@ -73,6 +73,7 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
 
 
 def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
+    run_defaults = RunConfig()
     return {
         "budget (completions)": args.budget,
         "seeds": args.seeds,
@@ -86,9 +87,9 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "held-out problems per level": args.eval_per_level,
         # `ghpo run`'s GHPO settings, the same for every method (the paper's cold start is 20 steps; the
         # reference code's released config, and `ghpo run` for short runs, use 0)
-        "hint ladder": list(RunConfig().ghpo.hint_ladder),
-        "cold start (steps)": RunConfig().ghpo.cold_start_steps,
-        "max policy lag": RunConfig().rollout.max_policy_lag,
+        "hint ladder": list(run_defaults.ghpo.hint_ladder),
+        "cold start (steps)": run_defaults.ghpo.cold_start_steps,
+        "max policy lag": run_defaults.rollout.max_policy_lag,
     }
 
 
