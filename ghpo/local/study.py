@@ -270,6 +270,26 @@ def render_readme(
     return "\n".join(lines) + "\n"
 
 
+def _plot_runs(ax: Any, runs: list[dict[str, Any]], colours: dict[str, str], points_of: Any) -> None:
+    """One line per run, coloured by method, labelled once per method; points_of(run) -> [(x, y)]."""
+    labelled = set()
+    for run in runs:
+        points = points_of(run)
+        if not points:
+            continue
+        label = None if run["method"] in labelled else run["method"]
+        labelled.add(run["method"])
+        ax.plot(
+            [x for x, _ in points],
+            [y for _, y in points],
+            color=colours[run["method"]],
+            alpha=0.7,
+            marker="." if len(points) < 30 else None,
+            label=label,
+        )
+    ax.legend(fontsize="x-small")
+
+
 def plot_study(out_dir: Path, runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]) -> list[Path]:
     import matplotlib
 
@@ -307,45 +327,24 @@ def plot_study(out_dir: Path, runs: list[dict[str, Any]], summary: dict[str, dic
     )
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for ax, (curve, key, title) in zip(axes.flat, panels, strict=True):
-        labelled = set()
-        for run in runs:
-            points = run[curve]
-            if not points:
-                continue
-            label = None if run["method"] in labelled else run["method"]
-            labelled.add(run["method"])
-            ax.plot(
-                [p["completions"] for p in points],
-                [p[key] for p in points],
-                color=colours[run["method"]],
-                alpha=0.7,
-                marker="." if len(points) < 30 else None,
-                label=label,
-            )
+        _plot_runs(ax, runs, colours, lambda run, c=curve, k=key: [(p["completions"], p[k]) for p in run[c]])
         ax.set(xlabel="completions generated", ylim=(-0.02, 1.02), title=title)
-        ax.legend(fontsize="x-small")
     written.append(save_figure(fig, out_dir / "over_training.png"))
 
     # Per level: the mean over levels can hide a gain on one level behind noise on another.
     fig, axes = plt.subplots(1, len(levels) - 1, figsize=(4 * (len(levels) - 1), 3.6), squeeze=False)
     for ax, level in zip(axes.flat, levels[:-1], strict=True):
-        labelled = set()
-        for run in runs:
-            points = [p for p in run["accuracy_curve"] if level in p.get("by_level", {})]
-            if not points:
-                continue
-            label = None if run["method"] in labelled else run["method"]
-            labelled.add(run["method"])
-            ax.plot(
-                [p["completions"] for p in points],
-                [p["by_level"][level] for p in points],
-                color=colours[run["method"]],
-                alpha=0.7,
-                marker=".",
-                label=label,
-            )
+        _plot_runs(
+            ax,
+            runs,
+            colours,
+            lambda run, lv=level: [
+                (p["completions"], p["by_level"][lv])
+                for p in run["accuracy_curve"]
+                if lv in p.get("by_level", {})
+            ],
+        )
         ax.set(xlabel="completions generated", ylim=(-0.02, 1.02), title=f"held-out accuracy, level {level}")
-        ax.legend(fontsize="x-small")
     written.append(save_figure(fig, out_dir / "accuracy_per_level.png"))
     return written
 
