@@ -40,7 +40,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from ghpo.local.stack import toml_section
+from ghpo.local.stack import toml_document
 from ghpo.shared.bench_results import emit
 
 QUICK = {"steps": 3, "prompts": 2, "group_size": 4, "max_tokens": 32, "eval_per_level": 3}
@@ -84,7 +84,7 @@ def ghpo_side(args: argparse.Namespace, model: Path, tmp: Path) -> tuple[float, 
         "services": {"broker_policy": "none"},
     }
     path = tmp / "ghpo-run.toml"
-    path.write_text("\n".join(line for name, values in config.items() for line in toml_section(name, values)))
+    path.write_text(toml_document(config))
     run_dir = tmp / "ghpo-run"
     started = time.monotonic()
     proc = subprocess.run(

@@ -34,7 +34,7 @@ from typing import Any
 from ghpo.local.config import RunConfig, parse_run_config
 from ghpo.local.report import HISTORY_FILE
 from ghpo.local.run import CONFIG_FILE
-from ghpo.local.stack import toml_section
+from ghpo.local.stack import toml_document
 from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE, aggregate
 
 POLICIES = {
@@ -104,9 +104,7 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STUDY_FILE).write_text(json.dumps({"method": method, "seed": seed}) + "\n")
     toml_path = args.runs_dir / f"{method}-s{seed}.toml"
-    toml_path.write_text(
-        "\n".join(line for name, values in config.items() for line in toml_section(name, values))
-    )
+    toml_path.write_text(toml_document(config))
     cmd = [sys.executable, "-m", "ghpo", "run", "--run-dir", str(run_dir)]
     cmd += ["--resume"] if resume else ["--config", str(toml_path)]
     log_path = args.runs_dir / f"{method}-s{seed}.log"

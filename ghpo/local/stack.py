@@ -147,6 +147,11 @@ def toml_section(name: str, values: dict[str, object]) -> list[str]:
     return [f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None] + [""]
 
 
+def toml_document(config: dict[str, dict[str, object]]) -> str:
+    """A TOML file of tables: {table: {key: value}} (a run config as `ghpo run --config` reads it)."""
+    return "\n".join(line for name, values in config.items() for line in toml_section(name, values))
+
+
 def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> str:
     """The trainer's config file for this run (the token travels in the environment, not the file)."""
     lines = ["# written by `ghpo run`; edit the run config instead", ""]
