@@ -24,7 +24,18 @@ def test_wheel_installs_ghpo_packages_that_import_from_site_packages_not_checkou
             shutil.copy2(ROOT / rel, src / rel)
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, src],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            dist,
+            src,
+        ],
         check=True,
     )
     (wheel,) = dist.glob("ghpo-*.whl")
@@ -32,7 +43,11 @@ def test_wheel_installs_ghpo_packages_that_import_from_site_packages_not_checkou
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     # Third-party dependencies come from the test environment; ghpo itself must come from the wheel.
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
@@ -43,13 +58,19 @@ def test_wheel_installs_ghpo_packages_that_import_from_site_packages_not_checkou
         "import ghpo, ghpo.cli, ghpo.shared, ghpo.services, ghpo.trainer\n"
         "for m in (ghpo, ghpo.shared, ghpo.services, ghpo.trainer): print(m.__file__)\n"
     )
-    out = subprocess.check_output([py, "-I", "-c", probe], cwd=tmp_path, text=True, env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.check_output(
+        [py, "-I", "-c", probe], cwd=tmp_path, text=True, env={**os.environ, "PYTHONPATH": ""}
+    )
     files = [Path(line) for line in out.split()]
     assert len(files) == 4
     for f in files:
         assert f.is_relative_to(site / "ghpo"), f
         assert not f.is_relative_to(ROOT)
-    assert not (site / "shared").exists() and not (site / "trainer").exists() and not (site / "services").exists()
+    assert (
+        not (site / "shared").exists()
+        and not (site / "trainer").exists()
+        and not (site / "services").exists()
+    )
 
     help_text = subprocess.check_output([venv / "bin" / "ghpo", "--help"], cwd=tmp_path, text=True)
     assert "serve" in help_text
