@@ -2,13 +2,15 @@
 
 What it is for: a user who ran the default job should see, without Grafana, whether GHPO did its work:
 held-out accuracy per level over steps, how sparse the rewards were (difficult fraction before hints,
-zero-advantage fraction after) and where the hints ended (groups by final hint level).
+zero-advantage fraction after), where the hints ended (groups by final hint level) and where a step's
+time went (waiting for generation, training, weight push).
 
 The history is `<run_dir>/history.jsonl`, one JSON object per line, appended as the run goes (so a
 resumed run continues the same file):
     {"kind": "step", "step": 12, "elapsed_s": 81.2, "difficult_fraction": 0.4,
      "zero_advantage_fraction": 0.1, "groups_by_level": {"0": 10, "1": 4, ...},
-     "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01}
+     "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01,
+     "wait_s": 5.1, "train_s": 2.0, "sync_s": 0.1}
     {"kind": "eval", "step": 0, "elapsed_s": 3.0, "accuracy_by_level": {"1": 0.93, ...}, "n_per_level": 60}
 Both kinds also carry `rollout`: the rollout server's all-time generation counters when the line was
 written (completions_generated, groups_sampled, difficult_groups, no_signal_groups, acked_groups,
@@ -21,6 +23,7 @@ when a plot cannot be drawn (the Markdown still says what is missing).
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,25 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+STEP_PHASES = (
+    ("wait_s", "waiting for the batch (generation, hints, verification not yet done)"),
+    ("train_s", "training (forward, backward, optimizer)"),
+    ("sync_s", "weight push to inference"),
+)
+
+
+def step_time_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """The median seconds of each phase of a trainer step, for the steps that timed their phases."""
+    timed = [s for s in steps if all(key in s for key, _ in STEP_PHASES)]
+    if not timed:
+        return []
+    lines = ["", f"## Where a step's time goes (median over {len(timed)} steps, seconds)", ""]
+    lines += ["| phase | median s |", "|---|---|"]
+    for key, label in STEP_PHASES:
+        lines.append(f"| {label} | {statistics.median(s[key] for s in timed):.2f} |")
+    return lines
+
+
 def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Write `<run_dir>/report.md` (and the plots) from the history; `summary` holds run facts to print."""
     run_dir = Path(run_dir)
@@ -167,6 +189,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
             "Groups by final hint level over the run: "
             + ", ".join(f"level {lvl}: {totals[lvl]}" for lvl in sorted(totals, key=int)),
         ]
+        lines += step_time_lines(steps)
     else:
         lines.append("No training step was recorded.")
     try:

@@ -7,6 +7,7 @@ Every engine here is single-process DeepSpeed (gloo), fp32, one torch thread, so
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -205,6 +206,20 @@ def test_resume_in_a_fresh_process_gives_the_parameters_of_a_straight_run(
     assert [r.loss for r in first.history] + losses == [r.loss for r in straight.history]
     diff = max_diff(params(straight.train), load_file(out))
     assert diff <= RESUME_TOLERANCE, f"resumed run differs from the straight run by {diff}"
+
+
+def test_each_steps_history_line_says_how_long_it_waited_trained_and_pushed(model_dir, batches, tmp_path):
+    history = tmp_path / "steps.jsonl"
+    config = make_config(model_dir, tmp_path, run={"steps": 3, "history_file": str(history)})
+    trainer = Trainer(build_engine(config), ListSource(batches), Checkpointer(tmp_path))
+    trainer.start()
+    trainer.run()
+
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    for line in lines:
+        assert line["train_s"] > 0  # a forward and backward pass took place
+        assert line["wait_s"] >= 0 and line["sync_s"] >= 0
 
 
 @pytest.mark.parametrize("stage", ["deepspeed", "state", "renamed"])

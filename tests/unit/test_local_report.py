@@ -55,3 +55,18 @@ def test_report_without_history_says_so(tmp_path):
     report = write_report(tmp_path, {}).read_text()
     assert "No evaluation was recorded." in report
     assert "No training step was recorded." in report
+
+
+def test_report_gives_the_median_seconds_of_each_step_phase(tmp_path):
+    for step, (wait, train) in enumerate([(4.0, 1.0), (6.0, 3.0), (5.0, 2.0)], start=1):
+        append_history(
+            tmp_path, _step(step, 0.5, {"0": 8}) | {"wait_s": wait, "train_s": train, "sync_s": 0.25}
+        )
+    append_history(tmp_path, _step(4, 0.5, {"0": 8}))  # a step from a trainer that did not time phases
+
+    report = write_report(tmp_path, {}).read_text()
+
+    assert "## Where a step's time goes (median over 3 steps, seconds)" in report
+    assert "| waiting for the batch (generation, hints, verification not yet done) | 5.00 |" in report
+    assert "| training (forward, backward, optimizer) | 2.00 |" in report
+    assert "| weight push to inference | 0.25 |" in report

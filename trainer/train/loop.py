@@ -101,6 +101,8 @@ class Trainer:
         self.rank0 = _rank() == 0  # the one process that talks to the services
         # Set by request_stop() (SIGTERM in `ghpo train`): finish the current step, checkpoint, return.
         self.stop_requested = threading.Event()
+        # When the trainer last became free for a batch: a step's wait is the time from here to its batch.
+        self._free_since = time.monotonic()
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -127,6 +129,7 @@ class Trainer:
         if cursor is not None and self.rank0:
             self.source.set_cursor(cursor)
         self._publish()
+        self._free_since = time.monotonic()
         return folder is not None
 
     def _sync_at_start(self, *, resumed: bool) -> None:
@@ -180,6 +183,7 @@ class Trainer:
         return self.history
 
     def _handle(self, batch: Batch) -> None:
+        received = time.monotonic()
         self.status.last_batch_id = batch.batch_id
         if batch.batch_id in self.recent:  # redelivered after we trained on it (the ack was lost)
             self._ack(batch.batch_id)
@@ -212,17 +216,25 @@ class Trainer:
             raise TrainingStopped(
                 f"{exc}. Stopped; checkpoint {info.name} (step {info.step}) holds the last good state"
             ) from exc
-        metrics.STEP_SECONDS.observe(time.monotonic() - started)
+        trained = time.monotonic()
+        metrics.STEP_SECONDS.observe(trained - started)
         self.step += 1
         self.policy_version += 1
         self.history.append(result)
         self._record(result)
-        self._append_history(result, stats)
         if self.weight_sync is not None:
             self.status.phase = TrainerPhase.syncing_weights
             self.weight_sync.push(self.train, self.policy_version)
         if self.rank0:
             self.source.announce_policy_version(self.policy_version)
+        # Where the step's time went: waiting for the batch (generation not done, or the pull), the
+        # forward/backward/optimizer step, and pushing the new weights to inference.
+        seconds = {
+            "wait_s": round(received - self._free_since, 3),
+            "train_s": round(trained - started, 3),
+            "sync_s": round(time.monotonic() - trained, 3),
+        }
+        self._append_history(result, stats | seconds)
         self.recent.append(batch.batch_id)
         due = self.step % self.config.run.checkpoint_every == 0
         # The broker snapshot is taken before the ack: the ack lets the rollout server report the next
@@ -232,6 +244,7 @@ class Trainer:
         self._publish()
         if due:
             self.checkpoint(snapshot=snapshot)
+        self._free_since = time.monotonic()
 
     def _ack(self, batch_id: str) -> None:
         if self.rank0:
