@@ -175,6 +175,44 @@ def test_a_step_yields_correct_groups_and_escalates_exactly_the_all_wrong_ones(s
         assert status["acked_groups"] == 2 * BATCH
 
 
+def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hinted_logprobs(
+    stack, model_dir
+):
+    """The Guide-style mode: a rescued group's completions sampled under the hint come with the plain
+    prompt to train on, and with the log-probs of the hinted prompt (the behaviour policy of the IS weight)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ghpo.shared.tasks.arith import make_split
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    records = {r.id: r for r in make_split("train", 6, [1, 7], seed=0)}
+    settings = RolloutSettings(**stack, max_policy_lag=0, condition_on="plain")
+    hinted_groups = 0
+    with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(2):
+            batch = _next(client)
+            _ack(client, batch)
+            for group in batch["groups"]:
+                record = records[group["prompt_id"]]
+                assert group["condition_on"] == "plain"
+                assert group["prompt_token_ids"] == _render(tokenizer, record.problem)
+                if group["hint_level"] == 0:
+                    continue
+                hinted_groups += 1
+                hinted = hinted_problem_at_level(record.problem, record.solution, group["hint_level"], LADDER)
+                prompt = _render(tokenizer, hinted)
+                completion = group["completions"][0]
+                ids = torch.tensor([prompt + completion["token_ids"]])
+                with torch.no_grad():
+                    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+                logps = torch.log_softmax(logits, -1)
+                sampled = logps.gather(-1, torch.tensor(completion["token_ids"]).view(-1, 1)).view(-1)
+                assert torch.allclose(sampled, torch.tensor(completion["behaviour_logprobs"]), atol=1e-3)
+    assert hinted_groups > 0  # level 7 is beyond the tiny model without a hint
+
+
 def _metric(text: str, name: str, labels: str = "") -> float:
     for line in text.splitlines():
         if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
