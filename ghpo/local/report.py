@@ -135,7 +135,7 @@ def _fmt(value: float | None) -> str:
 STEP_PHASES = (
     ("wait_s", "waiting for the batch (generation, hints, verification not yet done)"),
     ("train_s", "training (forward, backward, optimizer)"),
-    ("sync_s", "weight push to inference"),
+    ("sync_s", "weight push to inference, new version announced to the rollout server"),
 )
 
 

@@ -69,4 +69,4 @@ def test_report_gives_the_median_seconds_of_each_step_phase(tmp_path):
     assert "## Where a step's time goes (median over 3 steps, seconds)" in report
     assert "| waiting for the batch (generation, hints, verification not yet done) | 5.00 |" in report
     assert "| training (forward, backward, optimizer) | 2.00 |" in report
-    assert "| weight push to inference | 0.25 |" in report
+    assert "| weight push to inference, new version announced to the rollout server | 0.25 |" in report
