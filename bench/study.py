@@ -67,7 +67,10 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
             "max_tokens": args.max_tokens,
             "dynamic_sampling": dynamic,
         },
-        "optim": {"lr": args.lr},
+        # What the three seeds ran: a constant lr without warm-up (they ran before `ghpo run` laid a
+        # partial [optim] over its own defaults, so they got the trainer's cosine schedule, over 10**6
+        # steps: constant to 1e-8, and no warm-up)
+        "optim": {"lr": args.lr, "schedule": "constant", "warmup_steps": 0},
         "services": {"broker_policy": policy},
     }
 
@@ -83,6 +86,7 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "groups per batch": args.batch_groups,
         "max tokens": args.max_tokens,
         "lr": args.lr,
+        "lr schedule": "constant, no warm-up",
         "train problems per level": args.arith_per_level,
         "held-out problems per level": args.eval_per_level,
         # `ghpo run`'s GHPO settings, the same for every method (the paper's cold start is 20 steps; the

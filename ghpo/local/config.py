@@ -3,8 +3,11 @@
 What it is for: one place that fixes the GHPO settings every component must agree on (hint ladder, cold
 start, group size, advantage convention), so the broker, the rollout server and the trainer cannot
 drift apart; plus the run's budget, evaluation cadence and the few service knobs a local run needs.
-`[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through unchanged.
-Unknown sections and keys are errors naming `section.key`.
+`[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through; where `ghpo run`
+sets its own defaults in them (no cold start, a constant lr of 3e-4 after 5 warm-up steps, micro-batches
+of 64), a section given in the file is laid over those key by key, so `[optim] lr = 1e-3` keeps the
+constant schedule instead of falling back to the trainer's cosine one. Unknown sections and keys are
+errors naming `section.key`.
 
 What it deliberately does not do: start anything (stack.py), or expose every service setting (a real
 deployment sets those through compose or Kubernetes).
@@ -16,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ghpo.trainer.core.config import GHPOConfig
 from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
@@ -87,17 +90,38 @@ class ServicesSection(_Section):
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")
 
 
+# `ghpo run`'s own defaults inside the trainer's sections (the rest are the trainer's defaults).
+RUN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ghpo": {"cold_start_steps": 0},
+    "optim": {"lr": 3e-4, "warmup_steps": 5, "schedule": "constant"},
+    "deepspeed": {"micro_batch_size": 64},
+}
+
+
 class RunConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
-    ghpo: GHPOConfig = Field(default_factory=lambda: GHPOConfig(cold_start_steps=0))
+    ghpo: GHPOConfig = Field(default_factory=lambda: GHPOConfig(**RUN_DEFAULTS["ghpo"]))
     rollout: RolloutSection = Field(default_factory=RolloutSection)
-    optim: OptimSection = Field(
-        default_factory=lambda: OptimSection(lr=3e-4, warmup_steps=5, schedule="constant")
-    )
-    deepspeed: DeepSpeedSection = Field(default_factory=lambda: DeepSpeedSection(micro_batch_size=64))
+    optim: OptimSection = Field(default_factory=lambda: OptimSection(**RUN_DEFAULTS["optim"]))
+    deepspeed: DeepSpeedSection = Field(default_factory=lambda: DeepSpeedSection(**RUN_DEFAULTS["deepspeed"]))
     services: ServicesSection = Field(default_factory=ServicesSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_run_defaults(cls, data: Any) -> Any:
+        """A trainer section from the file is laid over `ghpo run`'s defaults, key by key."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            **data,
+            **{
+                name: {**defaults, **data[name]}
+                for name, defaults in RUN_DEFAULTS.items()
+                if isinstance(data.get(name), dict)
+            },
+        }
 
 
 def parse_run_config(data: dict[str, Any], source: str = "<defaults>") -> RunConfig:
