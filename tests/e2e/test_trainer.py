@@ -343,6 +343,21 @@ def test_consecutive_empty_batches_stop_the_run(model_dir, batches, tmp_path):
     assert trainer.step == 0 and [a[0] for a in source.acked] == ["empty-0", "empty-1", "empty-2"]
 
 
+def test_a_batch_conditioned_otherwise_than_the_trainer_stops_it_untrained_and_unacked(
+    model_dir, batches, tmp_path
+):
+    batch = next(b for b in batches if trainable(b))
+    rescued = batch.groups[0].model_copy(
+        update={"hint_level": 1, "hint_ratio": 0.25, "condition_on": "plain"}
+    )
+    plain = batch.model_copy(update={"groups": [rescued, *batch.groups[1:]]})
+    source = ListSource([plain])
+    trainer = Trainer(build_engine(make_config(model_dir, tmp_path)), source, Checkpointer(tmp_path))
+    with pytest.raises(TrainingStopped, match=r"conditioned on plain .* ghpo\.condition_on = hinted"):
+        trainer.run()
+    assert trainer.step == 0 and source.acked == []
+
+
 def run_two_process_worker(model_dir, batches, tmp_path, device: str) -> dict:
     """tests/e2e/trainer_dist_worker.py under torch.distributed.run with 2 processes; its JSON result."""
     import json

@@ -206,6 +206,7 @@ class Trainer:
                 )
             return
         self.status.consecutive_empty = 0
+        self._check_conditioning(batch)
         self.status.phase = TrainerPhase.training
         started = time.monotonic()
         try:
@@ -245,6 +246,18 @@ class Trainer:
         if due:
             self.checkpoint(snapshot=snapshot)
         self._free_since = time.monotonic()
+
+    def _check_conditioning(self, batch: Batch) -> None:
+        """Stop (nothing trained, nothing acked) when the rollout server conditioned hinted groups otherwise
+        than this trainer weights them: plain-prompt rows trained as on-policy would skip the IS correction."""
+        mine = self.config.ghpo.condition_on
+        theirs = sorted({g.condition_on for g in batch.groups if g.hint_level > 0} - {mine})
+        if theirs:
+            raise TrainingStopped(
+                f"batch {batch.batch_id} has hinted groups conditioned on {', '.join(theirs)} but this trainer "
+                f"has ghpo.condition_on = {mine}: give the rollout server (GHPO_ROLLOUT_CONDITION_ON) and the "
+                f"trainer ([ghpo] condition_on) the same value"
+            )
 
     def _ack(self, batch_id: str) -> None:
         if self.rank0:
