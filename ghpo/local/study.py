@@ -189,13 +189,16 @@ def where_ghpo_does_not_win(summary: dict[str, dict[str, Any]]) -> list[str]:
                     continue
                 gain = mine["mean"] - theirs["mean"] if better == "higher" else theirs["mean"] - mine["mean"]
                 noise = max(mine["std"], theirs["std"])
-                if gain <= 0:
-                    verdict = "worse" if gain < 0 else "equal"
+                if abs(gain) <= 1e-9 * max(1.0, abs(theirs["mean"])):  # the same figure, up to rounding
+                    verdict = "equal"
+                elif gain < 0:
+                    verdict = "worse"
                 elif gain <= noise:
                     verdict = f"better by {gain:.3g}, within the seed spread ({noise:.3g})"
                 else:
                     continue
-                lines.append(f"- {variant} vs {base}, {label}: {_pm(mine)} vs {_pm(theirs)} — {verdict}")
+                mine_text, theirs_text = _pm(mine, ".3g"), _pm(theirs, ".3g")  # 3 digits of 1e-3 too
+                lines.append(f"- {variant} vs {base}, {label}: {mine_text} vs {theirs_text} — {verdict}")
     return lines
 
 

@@ -14,7 +14,7 @@ from ghpo.local.config import RunConfigError, parse_run_config
 from ghpo.local.report import append_history
 from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
 from ghpo.local.stack import Endpoints, service_specs
-from ghpo.local.study import METHODS, STUDY_FILE, aggregate, run_figures
+from ghpo.local.study import METHODS, STUDY_FILE, aggregate, run_figures, where_ghpo_does_not_win
 
 BUDGET = 400
 G, B = 4, 4
@@ -183,7 +183,7 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
     assert "- ghpo-memory-s0:" not in text
     verdicts = text.split("## Where GHPO does not win")[1]
     # ghpo is worse on level 1 than both baselines; ghpo-memory's level-2 gain over grpo-dapo is within spread
-    assert "ghpo vs grpo, held-out accuracy, level 1: 0.700 ± 0.000 vs 0.850 ± 0.071 — worse" in verdicts
+    assert "ghpo vs grpo, held-out accuracy, level 1: 0.7 ± 0 vs 0.85 ± 0.0707 — worse" in verdicts
     assert "ghpo vs grpo-dapo, held-out accuracy, level 1" in verdicts
     assert (
         "ghpo-memory vs grpo-dapo, held-out accuracy, level 2" in verdicts
@@ -192,6 +192,15 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
     assert "ghpo vs grpo, held-out accuracy, level 2" not in verdicts  # a clear win is not listed
     for name in ("accuracy_final.png", "over_training.png", "accuracy_per_level.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_means_that_differ_only_by_float_rounding_are_called_equal():
+    def entry(level1: float) -> dict:
+        return {"accuracy_final": {"1": {"mean": level1, "std": 0.0, "n": 3}}}
+
+    # 0.8 averaged over three seeds in another order: 0.8000000000000002
+    lines = where_ghpo_does_not_win({"ghpo": entry(0.1 + 0.7), "grpo": entry(0.8)})
+    assert lines == ["- ghpo vs grpo, held-out accuracy, level 1: 0.8 ± 0 vs 0.8 ± 0 — equal"]
 
 
 def test_aggregation_refuses_unfinished_runs_and_mixed_budgets(tmp_path):
