@@ -5,8 +5,9 @@ start, group size, advantage convention), so the broker, the rollout server and 
 drift apart; plus the run's budget, evaluation cadence and the few service knobs a local run needs.
 `[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through; where `ghpo run`
 sets its own defaults in them (no cold start, a constant lr of 3e-4 after 5 warm-up steps, micro-batches
-of 64), a section given in the file is laid over those key by key, so `[optim] lr = 1e-3` keeps the
-constant schedule instead of falling back to the trainer's cosine one. Unknown sections and keys are
+of 64 rows grouped by length, since GHPO's long hinted prompts would otherwise set the padded width of
+most of them), a section given in the file is laid over those key by key, so `[optim] lr = 1e-3` keeps
+the constant schedule instead of falling back to the trainer's cosine one. Unknown sections and keys are
 errors naming `section.key`.
 
 What it deliberately does not do: start anything (stack.py), or expose every service setting (a real
@@ -94,7 +95,7 @@ class ServicesSection(_Section):
 RUN_DEFAULTS: dict[str, dict[str, Any]] = {
     "ghpo": {"cold_start_steps": 0},
     "optim": {"lr": 3e-4, "warmup_steps": 5, "schedule": "constant"},
-    "deepspeed": {"micro_batch_size": 64},
+    "deepspeed": {"micro_batch_size": 64, "group_by_length": True},
 }
 
 

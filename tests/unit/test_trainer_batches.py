@@ -74,6 +74,36 @@ def test_micro_batches_keep_row_order_and_pad_each_on_its_own():
         micro_batches(BATCH, micro_batch_size=0, pad_token_id=PAD)
 
 
+def test_group_by_length_puts_rows_of_like_prompt_length_together_and_keeps_each_row_whole():
+    hinted = group(
+        "g3", [8, 9, 10, 21, 22, 23, 24], [completion([18], 1.0), completion([19, 20], -1.0)], level=2
+    )
+    mixed = BATCH.model_copy(update={"groups": [BATCH.groups[0], hinted, BATCH.groups[1]]})
+    in_order = micro_batches(mixed, micro_batch_size=2, pad_token_id=PAD)
+    grouped = micro_batches(mixed, micro_batch_size=2, pad_token_id=PAD, group_by_length=True)
+
+    assert [mb.prompt_width for mb in in_order] == [3, 7, 1]
+    assert [mb.prompt_width for mb in grouped] == [1, 3, 7]  # prompt lengths 1, 1 | 3, 3 | 7, 7
+    cells = sum(mb.input_ids.numel() for mb in grouped)
+    assert cells < sum(mb.input_ids.numel() for mb in in_order)
+
+    # the same rows, each with its own advantage, flags and behaviour log-probs
+    def rows(mbs):
+        return sorted(
+            (
+                tuple(mb.completion_ids[i][mb.completion_mask[i].bool()].tolist()),
+                float(mb.advantages[i]),
+                bool(mb.hinted[i]),
+                tuple(mb.behaviour_logps[i][mb.completion_mask[i].bool()].tolist()),
+            )
+            for mb in mbs
+            for i in range(mb.rows)
+        )
+
+    assert rows(grouped) == rows(in_order)
+    assert sum(mb.tokens for mb in grouped) == sum(mb.tokens for mb in in_order)
+
+
 def test_a_batch_whose_advantages_are_all_zero_is_not_trainable():
     flat = BATCH.model_copy(deep=True)
     for g in flat.groups:

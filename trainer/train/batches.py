@@ -103,10 +103,19 @@ def _collate(rows: list[_Row], pad_token_id: int) -> MicroBatch:
 
 
 def micro_batches(
-    batch: Batch, micro_batch_size: int, pad_token_id: int, *, rank: int = 0, world: int = 1
+    batch: Batch,
+    micro_batch_size: int,
+    pad_token_id: int,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    group_by_length: bool = False,
 ) -> list[MicroBatch]:
     """The batch's rows in order, `micro_batch_size` rows per micro-batch (the last may be smaller);
-    with several data-parallel ranks, rank r takes rows r, r + world, ... (every rank at least one)."""
+    with several data-parallel ranks, rank r takes rows r, r + world, ... (every rank at least one).
+    `group_by_length` orders each rank's rows by (prompt, completion) length first (a stable sort): a GHPO
+    batch mixes short plain prompts with long hinted ones, and in batch order nearly every micro-batch holds
+    a hinted group, so every row is padded to its prompt."""
     if micro_batch_size < 1:
         raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
     rows = _rows(batch)
@@ -114,6 +123,8 @@ def micro_batches(
         if len(rows) < world:
             raise ValueError(f"batch {batch.batch_id} has {len(rows)} rows for {world} data-parallel ranks")
         rows = rows[rank::world]
+    if group_by_length:
+        rows = sorted(rows, key=lambda r: (len(r.prompt), len(r.completion)))
     return [
         _collate(rows[i : i + micro_batch_size], pad_token_id) for i in range(0, len(rows), micro_batch_size)
     ]

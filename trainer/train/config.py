@@ -63,6 +63,12 @@ class DeepSpeedSection(_Section):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
     micro_batch_size: int = Field(8, ge=1, le=4096, description="Rows (completions) per forward/backward.")
+    group_by_length: bool = Field(
+        False,
+        description="Order a batch's rows by prompt then completion length before cutting micro-batches, so "
+        "few rows are padded to a hinted prompt's length (HF Trainer's group_by_length). The dapo and dr_grpo "
+        "losses are unchanged; with bnpo, rows of similar length share a micro-batch's token normaliser.",
+    )
 
 
 class RunSection(_Section):

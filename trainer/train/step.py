@@ -84,7 +84,14 @@ def train_step(
     scope = tis_scope or config.run.tis_scope
     engine = train.engine
     rank, world = _rank_world()
-    mbs = micro_batches(batch, config.deepspeed.micro_batch_size, train.pad_token_id, rank=rank, world=world)
+    mbs = micro_batches(
+        batch,
+        config.deepspeed.micro_batch_size,
+        train.pad_token_id,
+        rank=rank,
+        world=world,
+        group_by_length=config.deepspeed.group_by_length,
+    )
     device = engine.device
     total_tokens = sum(mb.tokens for mb in mbs)
     # dapo: the step's tokens over all ranks, divided by the ranks whose gradients DeepSpeed averages
