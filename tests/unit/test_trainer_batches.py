@@ -79,11 +79,11 @@ def test_group_by_length_puts_rows_of_like_prompt_length_together_and_keeps_each
         "g3", [8, 9, 10, 21, 22, 23, 24], [completion([18], 1.0), completion([19, 20], -1.0)], level=2
     )
     mixed = BATCH.model_copy(update={"groups": [BATCH.groups[0], hinted, BATCH.groups[1]]})
-    in_order = micro_batches(mixed, micro_batch_size=2, pad_token_id=PAD)
-    grouped = micro_batches(mixed, micro_batch_size=2, pad_token_id=PAD, group_by_length=True)
+    in_order = micro_batches(mixed, micro_batch_size=3, pad_token_id=PAD)
+    grouped = micro_batches(mixed, micro_batch_size=3, pad_token_id=PAD, group_by_length=True)
 
-    assert [mb.prompt_width for mb in in_order] == [3, 7, 1]
-    assert [mb.prompt_width for mb in grouped] == [1, 3, 7]  # prompt lengths 1, 1 | 3, 3 | 7, 7
+    assert [mb.prompt_width for mb in in_order] == [7, 7]  # the hinted group straddles both
+    assert [mb.prompt_width for mb in grouped] == [3, 7]  # prompt lengths 1, 1, 3 | 3, 7, 7
     cells = sum(mb.input_ids.numel() for mb in grouped)
     assert cells < sum(mb.input_ids.numel() for mb in in_order)
 
