@@ -16,6 +16,7 @@ deployment sets those through compose or Kubernetes).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,17 @@ class ServicesSection(_Section):
     verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
     broker_policy: str = Field("ghpo", pattern="^(ghpo|ghpo-memory|none)$", description="Hint policy.")
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")
+    trainer_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="torch threads of the trainer; 0: one fewer than the machine's cores (at least 1), the "
+        "inference engine's worker keeps the last one busy, and OpenMP threads that share a core with it "
+        "wait on each other.",
+    )
+
+    def resolved_trainer_threads(self) -> int:
+        return self.trainer_threads or max(1, (os.cpu_count() or 1) - 1)
 
 
 # `ghpo run`'s own defaults inside the trainer's sections (the rest are the trainer's defaults).

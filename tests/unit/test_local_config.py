@@ -33,3 +33,26 @@ def test_bad_keys_in_a_trainer_section_are_named(tmp_path):
         load_run_config(path)
     assert "optim.lrr: unknown key" in str(err.value)
     assert "ghpo.condition_on" in str(err.value)
+
+
+def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says(tmp_path, monkeypatch):
+    import tomllib
+
+    from ghpo.local.stack import Endpoints, trainer_toml
+
+    ends = Endpoints(
+        "redis://127.0.0.1:1/0",
+        "t",
+        dict.fromkeys(("verifier", "broker", "inference", "rollout", "trainer"), 1),
+    )
+
+    def threads(cfg: RunConfig) -> int:
+        return tomllib.loads(trainer_toml(cfg, tmp_path, tmp_path, ends))["run"]["num_threads"]
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert threads(parse_run_config({})) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert threads(parse_run_config({})) == 15
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert threads(parse_run_config({})) == 1
+    assert threads(parse_run_config({"services": {"trainer_threads": 4}})) == 4
