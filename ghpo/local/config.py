@@ -51,7 +51,7 @@ class RunSection(_Section):
     checkpoint_every: int = Field(25, ge=1, le=10**7, description="Steps between checkpoints.")
     eval_every: int = Field(20, ge=1, le=10**7, description="Steps between held-out evaluations.")
     eval_per_level: int = Field(
-        100, ge=1, le=100_000, description="Held-out problems per level per evaluation."
+        200, ge=1, le=100_000, description="Held-out problems per level per evaluation (level 1 has 15)."
     )
     eval_levels: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="arith levels.")
 
