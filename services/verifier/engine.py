@@ -246,7 +246,9 @@ class VerifierPool:
         if w.timer is not None:
             w.timer.cancel()
         if kill and w.process.is_alive():
-            os.kill(w.process.pid, signal.SIGKILL)
+            # it may die and be reaped between the check and the kill (a worker killed from outside)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.process.pid, signal.SIGKILL)
         w.process.join(timeout=5.0)
         # The reader sees EOF once the process is gone; close the pipe only after it stopped using it.
         if w.reader is not None:
