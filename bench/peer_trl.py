@@ -10,7 +10,8 @@ either side: ghpo's broker runs policy `none`, so this compares the GRPO machine
 
 - ghpo: `ghpo run` in a subprocess, with a run config this script writes: the real services and the
   real trainer, asynchronous as shipped (`--max-policy-lag`, default 1), vLLM CPU generation, each
-  process with its default threads. Seconds per step: median interval between the trainer's step lines.
+  process with its default threads (the trainer: `ghpo run`'s cores - 1). Seconds per step: median interval
+  between the trainer's step lines.
 - TRL: GRPOTrainer in this process, HF `generate` on CPU (use_vllm False), torch on every core,
   generation and training in turn. Seconds per step: median interval between optimizer steps.
 The first step of each is excluded (start-up). Held-out accuracy: the same evaluator for both final
