@@ -94,13 +94,18 @@ class ServicesSection(_Section):
         0,
         ge=0,
         le=1024,
-        description="torch threads of the trainer; 0: one fewer than the machine's cores (at least 1), the "
+        description="torch threads of the trainer; 0: one fewer than the usable cores (at least 1), the "
         "inference engine's worker keeps the last one busy, and OpenMP threads that share a core with it "
         "wait on each other.",
     )
 
     def resolved_trainer_threads(self) -> int:
-        return self.trainer_threads or max(1, (os.cpu_count() or 1) - 1)
+        return self.trainer_threads or max(1, usable_cores() - 1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's cpuset limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # `ghpo run`'s own defaults inside the trainer's sections (the rest are the trainer's defaults).

@@ -49,10 +49,10 @@ def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says
     def threads(cfg: RunConfig) -> int:
         return tomllib.loads(trainer_toml(cfg, tmp_path, tmp_path, ends))["run"]["num_threads"]
 
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 2)
     assert threads(parse_run_config({})) == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 16)
     assert threads(parse_run_config({})) == 15
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 1)
     assert threads(parse_run_config({})) == 1
     assert threads(parse_run_config({"services": {"trainer_threads": 4}})) == 4
