@@ -249,7 +249,8 @@ def main() -> None:
     print(f"{'ghpo (ghpo run, lag ' + str(args.max_policy_lag) + ')':34s}{ghpo_s:8.2f}{ghpo_acc:19.1%}")
     print(f"{'TRL GRPOTrainer (HF generate)':34s}{trl_s:8.2f}{trl_acc:19.1%}")
     print(f"{'starting model':34s}{'':8s}{start_acc:19.1%}")
-    print(f"ghpo / TRL seconds per step: {ghpo_s / trl_s:.2f} (TRL is {trl_s / ghpo_s:.2f}x slower per step)")
+    faster, ratio = ("TRL", ghpo_s / trl_s) if trl_s < ghpo_s else ("ghpo", trl_s / ghpo_s)
+    print(f"ghpo / TRL seconds per step: {ghpo_s / trl_s:.2f} ({faster} is {ratio:.2f}x faster per step)")
     emit(
         "peer.ghpo_s_per_step",
         ghpo_s,
