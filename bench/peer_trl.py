@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import re
 import statistics
 import subprocess
@@ -116,11 +115,12 @@ def trl_side(args: argparse.Namespace, model: Path, tmp: Path):
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
     from trl import GRPOConfig, GRPOTrainer
 
+    from ghpo.local.config import usable_cores
     from ghpo.services.verifier.scoring import score
     from ghpo.shared.tasks import arith
     from ghpo.trainer.tiny.prompts import chat_messages
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(usable_cores())
     records = arith.make_split("train", args.per_level, args.levels, seed=args.seed)
     dataset = Dataset.from_list([{"prompt": chat_messages(r), "answer": r.answer} for r in records])
 
