@@ -69,7 +69,11 @@ class DataSection(_Section):
     split: str | None = Field(None, max_length=128, description="Split of a HF dataset.")
     # Level 2 is where the tiny model starts poor (41% greedy) yet samples enough right answers to learn from.
     arith_levels: list[int] = Field([2], min_length=1, max_length=16, description="arith levels.")
-    arith_per_level: int = Field(400, ge=1, le=1_000_000, description="arith training problems per level.")
+    # Most of level 2's ~2,300 training-split problems: with 400 the run saw each ~13 times and its held-out
+    # gain stopped near +9 points (memorised sums); 2,000 fresh problems gave +13 to +15 in the same time.
+    arith_per_level: int = Field(
+        2000, ge=1, le=1_000_000, description="arith training problems per level (distinct, train split)."
+    )
 
 
 class RolloutSection(_Section):
