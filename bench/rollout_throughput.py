@@ -40,6 +40,7 @@ from ghpo.shared.bench_results import emit
 from ghpo.shared.redis_local import LocalRedis, free_port
 
 QUICK = {"windows": 1, "window_s": 4.0, "warmup_s": 4.0}
+MAX_WINDOW_S = 120.0  # the longest a window waits for its first finished step
 G = 8
 BATCH = 8
 
@@ -111,12 +112,21 @@ def measure(base: dict, concurrent_steps: int, args: argparse.Namespace, prefix:
             producer = app.state.producer
             seen, groups, started = len(producer.overheads), consumer.groups, time.monotonic()
             time.sleep(args.window_s)
+            # A window ends once a step has finished in it too: a short (--quick) window on a slow machine can
+            # otherwise close before the first step, with no overhead to report.
+            deadline = started + max(MAX_WINDOW_S, args.window_s)
+            while len(producer.overheads) == seen and time.monotonic() < deadline:
+                time.sleep(0.1)
             elapsed = time.monotonic() - started
             busy.append(app.state.pool.busy_fraction(window_s=elapsed))
             fresh = (
                 list(producer.overheads)[seen:] if len(producer.overheads) < producer.overheads.maxlen else []
             )
-            overhead.append(statistics.median(fresh) if fresh else float("nan"))
+            if not fresh:
+                raise RuntimeError(
+                    f"no rollout step finished within {elapsed:.0f} s (is inference, the verifier or the broker stuck?)"
+                )
+            overhead.append(statistics.median(fresh))
             rate.append((consumer.groups - groups) / elapsed)
             wall.append(elapsed / max(1, consumer.groups - groups))
         consumer.stop.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -63,6 +64,8 @@ def run_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if outcome.status in ("failed", "timeout"):  # the tail, here too: a CI log may be all there is
+            print(textwrap.indent("\n".join(outcome.detail.splitlines()[1:]), "    "), file=sys.stderr)
         outcomes.append(outcome)
     info = bench.machine() | {
         "load average (1/5/15 min), start → end": f"{load_before} → {bench.load_average()}"

@@ -53,3 +53,18 @@ def test_every_bench_script_is_registered_or_says_why_not_and_every_registered_s
     assert silent == []
     assert [b.script for b in registry if not (bench_dir / b.script).is_file()] == []
     assert all("--quick" in (bench_dir / b.script).read_text() for b in registry)
+
+
+def test_failing_script_has_its_output_tail_on_stderr_and_the_run_exits_nonzero(tmp_path, capsys):
+    # CI keeps only the console, not BENCHMARKS.md: the reason a script failed must reach stderr.
+    (tmp_path / "registry.toml").write_text('[[bench]]\nscript = "broken.py"\narea = "x"\n')
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no rollout step finished in the window')\n")
+    out = tmp_path / "B.md"
+
+    code = main(["bench", "--quick", "--bench-dir", str(tmp_path), "--out", str(out), "--timeout", "60"])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.py: failed" in err
+    assert "RuntimeError: no rollout step finished in the window" in err
+    assert "no rollout step finished" in out.read_text()
