@@ -30,7 +30,13 @@ from typing import Any
 from ghpo.local.report import accuracy_change, load_history, save_figure
 from ghpo.local.run import CONFIG_FILE, END_FILE
 
-METHODS = ("grpo", "grpo-dapo", "ghpo", "ghpo-memory")
+METHOD_TEXT = {  # the README's words for each method, in the study's order
+    "grpo": "broker policy none",
+    "grpo-dapo": "none + DAPO dynamic sampling: groups whose rewards are all equal are dropped and more are drawn",
+    "ghpo": "hint ladder as in the paper",
+    "ghpo-memory": "the broker starts a prompt at the hint level it last needed",
+}
+METHODS = tuple(METHOD_TEXT)
 BASELINES = ("grpo", "grpo-dapo")
 STUDY_FILE = "study.json"
 SETTINGS_FILE = "study-settings.json"  # in the runs folder: the shared settings, for the README
@@ -231,9 +237,7 @@ def render_readme(
         "",
         "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()),
         "",
-        "Methods: grpo (broker policy none), grpo-dapo (none + DAPO dynamic sampling: groups whose rewards "
-        "are all equal are dropped and more are drawn), ghpo (hint ladder as in the paper), ghpo-memory "
-        "(the broker starts a prompt at the hint level it last needed).",
+        "Methods: " + ", ".join(f"{m} ({METHOD_TEXT[m]})" for m in summary) + ".",
         "",
         "## Held-out accuracy at the end (greedy, no hints)",
         "",
@@ -258,14 +262,13 @@ def render_readme(
     if other:
         lines += ["", "Runs not ended by the generation budget (their figures are not at an equal budget):"]
         lines += [f"- {Path(r['run_dir']).name}: {r['stop_reason']}" for r in other]
-    lines += [
-        "",
-        "grpo-dapo trains on no zero-advantage group by construction; what that costs shows in the "
-        "completions it generates per signal group.",
-        "",
-        "## Where GHPO does not win",
-        "",
-    ]
+    if "grpo-dapo" in summary:
+        lines += [
+            "",
+            "grpo-dapo trains on no zero-advantage group by construction; what that costs shows in the "
+            "completions it generates per signal group.",
+        ]
+    lines += ["", "## Where GHPO does not win", ""]
     verdicts = where_ghpo_does_not_win(summary)
     lines += verdicts or ["Nowhere: every GHPO variant beats every baseline by more than the seed spread."]
     if plots:

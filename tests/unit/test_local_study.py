@@ -194,6 +194,17 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_study_of_some_methods_describes_only_those(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for method, final in (("grpo", {"1": 0.9, "2": 0.5}), ("ghpo", {"1": 0.8, "2": 0.4})):
+        _write_run(runs, method, 0, final=final, grad=[1.0, 2.0], no_signal_step=1)
+
+    text = aggregate(runs, out).read_text()
+
+    assert "Methods: grpo (broker policy none), ghpo (hint ladder as in the paper)." in text
+    assert "grpo-dapo" not in text and "ghpo-memory" not in text
+
+
 def test_means_that_differ_only_by_float_rounding_are_called_equal():
     def entry(level1: float) -> dict:
         return {"accuracy_final": {"1": {"mean": level1, "std": 0.0, "n": 3}}}
