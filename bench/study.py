@@ -15,7 +15,7 @@ into `--out` (default docs/study/): results.json, README.md (tables, mean ± std
 does not win) and PNG plots.
 
 This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
-Run: python bench/study.py                                  (defaults: docs/study/; ~2 h on 2 CPU cores)
+Run: python bench/study.py                                  (defaults: docs/study/; ~1.5 h on 2 CPU cores)
      python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
 """
 
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument(
         "--eval-levels", type=int, nargs="+", default=[1, 2, 3], help="held-out levels evaluated"
     )
-    parser.add_argument("--arith-per-level", type=int, default=400, help="training problems per level")
+    parser.add_argument("--arith-per-level", type=int, default=2000, help="training problems per level")
     parser.add_argument("--eval-per-level", type=int, default=200, help="held-out problems per level")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
     parser.add_argument("--group-size", type=int, default=8)
