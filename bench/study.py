@@ -15,7 +15,7 @@ into `--out` (default docs/study/): results.json, README.md (tables, mean ± std
 does not win) and PNG plots.
 
 This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
-Run: python bench/study.py                                  (defaults: docs/study/; ~1.5 h on 2 CPU cores)
+Run: python bench/study.py                                  (defaults: docs/study/; ~1.1 h on 2 CPU cores)
      python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
 """
 
