@@ -31,8 +31,8 @@ LADDER = (0.25, 0.5, 0.75)
 
 
 def ghpo_batch(tokenizer, seed: int, group_size: int) -> Batch:
+    from ghpo.shared.algorithm.hints import hinted_problem_at_level
     from ghpo.shared.tasks import arith
-    from ghpo.trainer.core.hints import hinted_problem_at_level
     from ghpo.trainer.tiny.prompts import assistant_target
 
     rng = random.Random(seed)

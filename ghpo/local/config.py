@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ghpo.trainer.core.config import GHPOConfig
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
 
 

@@ -8,8 +8,8 @@ For the prompts drawn together (algorithm doc, section 2):
 3. a group every one of whose completions has accuracy 0 is regenerated one ladder level up
    (`difficulty.plan_next_level`: not during the cold start, never for a prompt without a solution,
    never above the broker's max level); the failed completions are discarded;
-4. final groups get group-relative advantages (`group_advantages`, plain Python, the convention of
-   trainer/core/advantages.py), and their outcomes (every round, in escalation order) go to the broker.
+4. final groups get group-relative advantages (`ghpo.shared.algorithm.advantages`, the one
+   implementation), and their outcomes (every round, in escalation order) go to the broker.
 
 A prompt that cannot finish is dropped whole with its reason (prompt too long, gold unparseable, an
 upstream that kept failing). Time spent awaiting upstream calls is accounted per step, so the rest
@@ -20,11 +20,9 @@ groups or decide admission (producer.py).
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +30,9 @@ from ghpo.services.rollout import metrics
 from ghpo.services.rollout.cursor import generation_seed
 from ghpo.services.rollout.replicas import ReplicaPool
 from ghpo.services.rollout.settings import Settings
+from ghpo.shared.algorithm.advantages import group_advantages
+from ghpo.shared.algorithm.difficulty import checked_accuracies, plan_next_level
+from ghpo.shared.algorithm.hints import hinted_problem_at_level, ratio_for_level
 from ghpo.shared.data.records import PromptRecord
 from ghpo.shared.errors import Conflict, GhpoError, Unprocessable
 from ghpo.shared.http import ServiceClient
@@ -40,25 +41,10 @@ from ghpo.shared.schemas.broker import LevelResult, Outcome, OutcomesRequest, Pl
 from ghpo.shared.schemas.inference import GenerateRequest, GenerateResponse, SamplingParams
 from ghpo.shared.schemas.rollout import Completion, DropReason, ScoredGroup
 from ghpo.shared.schemas.verifier import VerifyItem, VerifyRequest, VerifyResponse
-from ghpo.trainer.core.difficulty import checked_accuracies, plan_next_level
-from ghpo.trainer.core.hints import hinted_problem_at_level, ratio_for_level
 
 log = get_logger(__name__)
 _PROMPT_FIELD = re.compile(r"^prompts\.(\d+)")
 STALE_ENGINE_WAIT_S = 0.5  # a replica still on older weights than the lag bound allows: ask again soon
-
-
-def group_advantages(rewards: Sequence[float], *, eps: float, scale: bool) -> list[float]:
-    """(R_i - mean) / (unbiased std + eps); a group of one has advantage 0 (as trainer/core/advantages)."""
-    values = [float(r) for r in rewards]
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"rewards must be a non-empty list of finite numbers, got {values[:8]}")
-    mean = sum(values) / len(values)
-    centred = [v - mean for v in values]
-    if not scale:
-        return centred
-    std = math.sqrt(sum(c * c for c in centred) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return [c / (std + eps) for c in centred]
 
 
 @dataclass

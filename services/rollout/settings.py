@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ghpo.shared.algorithm.config import MAX_HINT_LEVELS, GHPOConfig
 from ghpo.shared.schemas.rollout import MAX_GROUP_SIZE, MAX_GROUPS_PER_BATCH
 from ghpo.shared.settings import ServiceSettings
-from ghpo.trainer.core.config import MAX_HINT_LEVELS, GHPOConfig
 
 Url = str
 

@@ -26,12 +26,12 @@ from ghpo.services.broker.settings import Settings as BrokerSettings
 from ghpo.services.inference.app import create_app as create_inference
 from ghpo.services.inference.settings import Settings as InferenceSettings
 from ghpo.services.rollout.app import create_app as create_rollout
-from ghpo.services.rollout.sampler import group_advantages
 from ghpo.services.rollout.settings import Settings as RolloutSettings
 from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
+from ghpo.shared.algorithm.advantages import group_advantages
+from ghpo.shared.algorithm.hints import hinted_problem_at_level
 from ghpo.shared.redis_local import free_port
-from ghpo.trainer.core.hints import hinted_problem_at_level
 from tests.support.server import running_app
 
 pytestmark = pytest.mark.slow

@@ -20,10 +20,10 @@ import torch
 from ghpo.services.inference.app import create_app as create_inference
 from ghpo.services.inference.settings import Settings as InferenceSettings
 from ghpo.services.verifier.scoring import score
+from ghpo.shared.algorithm.advantages import group_advantages
 from ghpo.shared.schemas.inference import GenerateResponse
 from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
 from ghpo.shared.tasks import arith
-from ghpo.trainer.core.advantages import group_advantages
 from ghpo.trainer.tiny.prompts import chat_messages
 from tests.support.server import running_app
 
@@ -88,8 +88,7 @@ def real_batches(
         scored_groups = []
         for record, result in zip(chosen, response.results, strict=True):
             scores = [score(s.text or "", record.answer) for s in result.samples]
-            rewards = torch.tensor([s.total for s in scores], dtype=torch.float64)
-            advantages = group_advantages(rewards, group_size).tolist()
+            advantages = group_advantages([s.total for s in scores], eps=1e-4, scale=True)
             scored_groups.append(
                 ScoredGroup(
                     group_id=f"{record.id}-b{b}",

@@ -20,9 +20,9 @@ def sampled_batch(model_dir, groups: int = 4, group_size: int = 4, max_tokens: i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ghpo.services.verifier.scoring import score
+    from ghpo.shared.algorithm.advantages import group_advantages
     from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
     from ghpo.shared.tasks import arith
-    from ghpo.trainer.core.advantages import group_advantages
     from ghpo.trainer.tiny.prompts import chat_messages
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -50,7 +50,7 @@ def sampled_batch(model_dir, groups: int = 4, group_size: int = 4, max_tokens: i
             texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
             completions.append((tokens, logps))
         scored = [score(text, record.answer) for text in texts]
-        advantages = group_advantages(torch.tensor([s.total for s in scored]), group_size).tolist()
+        advantages = group_advantages([s.total for s in scored], eps=1e-4, scale=True)
         out_groups.append(
             ScoredGroup(
                 group_id=f"{record.id}-gpu",

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ghpo.trainer.core.config import GHPOConfig  # noqa: E402
+from ghpo.shared.algorithm.config import GHPOConfig  # noqa: E402
 from ghpo.trainer.core.loss import importance_weights, policy_loss  # noqa: E402
 
 DEFAULT = GHPOConfig()

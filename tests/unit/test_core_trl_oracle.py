@@ -24,8 +24,8 @@ trl = pytest.importorskip("trl")
 
 pytestmark = pytest.mark.slow  # importing TRL and building its trainer take ~10 s
 
-from ghpo.trainer.core.advantages import group_advantages  # noqa: E402
-from ghpo.trainer.core.config import GHPOConfig  # noqa: E402
+from ghpo.shared.algorithm.advantages import group_advantages  # noqa: E402
+from ghpo.shared.algorithm.config import GHPOConfig  # noqa: E402
 from ghpo.trainer.core.loss import policy_loss  # noqa: E402
 
 VOCAB = 32
@@ -95,8 +95,7 @@ def _batch(seed: int):
     lengths = torch.tensor([6, 4, 0, 2])  # row 2 is an empty completion
     completion_mask = (torch.arange(MAX_COMPLETION).unsqueeze(0) < lengths.unsqueeze(1)).long()
     completion_ids = completion_ids.masked_fill(completion_mask == 0, 1)
-    rewards = torch.tensor([1.0, 0.0, 0.5, 1.5], dtype=torch.float64)
-    advantages = group_advantages(rewards, group_size=4)
+    advantages = torch.tensor(group_advantages([1.0, 0.0, 0.5, 1.5], eps=1e-4, scale=True), dtype=torch.float64)
     noise = 0.4 * torch.randn(4, MAX_COMPLETION, generator=gen, dtype=torch.float64)
     return prompt_ids, prompt_mask, completion_ids, completion_mask, advantages, noise
 
@@ -202,6 +201,9 @@ def test_group_std_is_trl_unbiased_nanstd():
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.5, 0.5, 0.5, 0.0, 1.0])
     grouped = rewards.view(2, 4)
     expected = (grouped - grouped.mean(1, keepdim=True)) / (nanstd(grouped, dim=1).unsqueeze(1) + 1e-4)
-    torch.testing.assert_close(group_advantages(rewards, 4), expected.reshape(-1), rtol=1e-6, atol=1e-6)
+    ours = torch.tensor(
+        [a for group in grouped.tolist() for a in group_advantages(group, eps=1e-4, scale=True)]
+    )
+    torch.testing.assert_close(ours, expected.reshape(-1), rtol=1e-6, atol=1e-6)
     biased = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, correction=0, keepdim=True) + 1e-4)
-    assert not torch.allclose(group_advantages(rewards, 4), biased.reshape(-1), atol=1e-3)
+    assert not torch.allclose(ours, biased.reshape(-1), atol=1e-3)

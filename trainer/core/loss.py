@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from ghpo.trainer.core.config import GHPOConfig
+from ghpo.shared.algorithm.config import GHPOConfig
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

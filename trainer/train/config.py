@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ghpo.trainer.core.config import GHPOConfig, allowed_range
+from ghpo.shared.algorithm.config import GHPOConfig, allowed_range
 
 # The bearer token may come from the environment instead of the file (it is a secret).
 TOKEN_ENV = "GHPO_TRAINER_TOKEN"

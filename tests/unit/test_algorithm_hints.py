@@ -2,7 +2,7 @@
 
 import pytest
 
-from ghpo.trainer.core.hints import (
+from ghpo.shared.algorithm.hints import (
     HINT_SEPARATOR,
     cut_solution,
     has_solution,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ghpo.trainer.core.difficulty import (
+from ghpo.shared.algorithm.difficulty import (
     detection_enabled,
     difficult_groups,
     is_difficult,
