@@ -5,7 +5,7 @@ Both sides train the tiny model (ensure_tiny_model) on the arith train split (th
 problems, each side in its own shuffled order), with the model's chat template, P prompts x G samples per
 optimizer step, at most `--max-tokens` completion tokens, temperature 1, AdamW at a constant `--lr`, no
 KL term, clip 0.2, rewards standardised within each group, `--steps` steps, and the verifier's reward
-(accuracy + 0.5 x format, `ghpo.services.verifier.scoring.score`; TRL calls it in-process). No hints on
+(accuracy + 0.5 x format, `ghpo.shared.scoring.answers.score`; TRL calls it in-process). No hints on
 either side: ghpo's broker runs policy `none`, so this compares the GRPO machinery, not GHPO's guidance.
 
 - ghpo: `ghpo run` in a subprocess, with a run config this script writes: the real services and the
@@ -116,7 +116,7 @@ def trl_side(args: argparse.Namespace, model: Path, tmp: Path):
     from trl import GRPOConfig, GRPOTrainer
 
     from ghpo.local.config import usable_cores
-    from ghpo.services.verifier.scoring import score
+    from ghpo.shared.scoring.answers import score
     from ghpo.shared.tasks import arith
     from ghpo.trainer.tiny.prompts import chat_messages
 

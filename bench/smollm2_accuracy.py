@@ -80,7 +80,7 @@ def last_number_correct(completion: str, gold: str) -> bool:
     """
     from math_verify import parse, verify
 
-    from ghpo.services.verifier.scoring import parse_gold
+    from ghpo.shared.scoring.answers import parse_gold
 
     numbers = NUMBER.findall(completion)
     gold_parsed = parse_gold(gold)
@@ -90,7 +90,7 @@ def last_number_correct(completion: str, gold: str) -> bool:
 
 
 def evaluate(model, tokenizer, records, hint_ratio: float, args) -> dict:
-    from ghpo.services.verifier.scoring import score
+    from ghpo.shared.scoring.answers import score
 
     start = time.monotonic()
     prompts = [user_turn(r.problem, r.solution, hint_ratio) for r in records]

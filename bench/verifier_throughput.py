@@ -24,9 +24,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import httpx
 
-from ghpo.services.verifier.scoring import score
 from ghpo.shared.bench_results import emit
 from ghpo.shared.data import default_benchmarks_root
+from ghpo.shared.scoring.answers import score
 
 BATCH = 64
 QUICK = {"batches": 2, "rounds": 1}

@@ -12,10 +12,10 @@ import time
 from fastapi import APIRouter, Request
 
 from ghpo.services.verifier.engine import VerifierPool
-from ghpo.services.verifier.rewards import weights_problem
 from ghpo.services.verifier.settings import Settings
 from ghpo.shared.errors import PayloadTooLarge, Unprocessable
 from ghpo.shared.schemas.verifier import VerifyRequest, VerifyResponse, VerifyResult
+from ghpo.shared.scoring.rewards import weights_problem
 
 router = APIRouter(prefix="/v1", tags=["verifier"])
 

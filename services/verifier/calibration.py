@@ -19,8 +19,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ghpo.services.verifier.scoring import parse_gold, score
-from ghpo.shared.data import default_benchmarks_root, last_boxed
+from ghpo.shared.data import default_benchmarks_root
+from ghpo.shared.scoring.answers import parse_gold, score
+from ghpo.shared.scoring.boxes import last_boxed
 
 SETS = {"math500": "math500.jsonl", "minerva": "minerva_math.jsonl"}
 

@@ -16,7 +16,8 @@ chunk is re-queued at the front. A worker that dies on its own (EOF on its pipe)
 with status "error". Workers are started from a `forkserver` (forking the multi-threaded server process
 itself is unsafe).
 
-Not here: HTTP, request validation, reward definitions (rewards.py), the math (scoring.py, worker.py).
+Not here: HTTP, request validation, reward definitions and the math (ghpo.shared.scoring; worker.py runs
+them).
 """
 
 from __future__ import annotations

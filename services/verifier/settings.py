@@ -9,10 +9,9 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from ghpo.services.verifier.rewards import weights_problem
-
 # Hard ceilings of the wire schema; settings may only lower them.
 from ghpo.shared.schemas.verifier import MAX_BATCH_ITEMS, MAX_COMPLETION_CHARS, MAX_GOLD_CHARS
+from ghpo.shared.scoring.rewards import weights_problem
 from ghpo.shared.settings import ServiceSettings
 
 

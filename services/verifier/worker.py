@@ -15,9 +15,9 @@ import resource
 import signal
 from multiprocessing.connection import Connection
 
-from ghpo.services.verifier import rewards
-from ghpo.services.verifier.scoring import score
 from ghpo.shared.schemas.verifier import MAX_DETAIL_CHARS, MAX_EXTRACTED_CHARS
+from ghpo.shared.scoring import rewards
+from ghpo.shared.scoring.answers import score
 
 Outcome = tuple[int, str, dict[str, float], float, str | None, str | None]
 

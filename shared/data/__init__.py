@@ -4,7 +4,7 @@ Torch-free. math-verify (answer checks), pyarrow and `datasets` are imported onl
 """
 
 from ghpo.shared.data.benchmarks import BENCHMARKS, Benchmark, default_benchmarks_root, load_benchmark
-from ghpo.shared.data.gold import gold_parse_error, last_boxed, normalize_answer
+from ghpo.shared.data.gold import gold_parse_error, normalize_answer
 from ghpo.shared.data.loaders import (
     SKIP_REASONS,
     FieldMapping,
@@ -32,7 +32,6 @@ __all__ = [
     "content_id",
     "default_benchmarks_root",
     "gold_parse_error",
-    "last_boxed",
     "load_benchmark",
     "load_prompts",
     "normalize_answer",

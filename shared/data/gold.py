@@ -1,42 +1,24 @@
-"""Gold answers: pulling one out of a worked solution and checking that math-verify can parse it.
+"""Gold answers: a dataset's answer cell as text, and checking that math-verify can parse it.
 
 A prompt whose gold answer math-verify cannot parse can never be rewarded, so the loaders drop it at load
 time instead of letting it poison a training step. The check calls the verifier's own
-`ghpo.services.verifier.scoring.parse_gold` (torch-free, no service code), so load time and reward time
-agree on what parses: a bare answer is parsed as `\\boxed{answer}`.
+`ghpo.shared.scoring.answers.parse_gold` (the scoring the verifier service runs), so load time and reward
+time agree on what parses: a bare answer is parsed as `\\boxed{answer}`.
 
 Threads: math-verify enforces its timeouts with SIGALRM, which only works in a process's main thread
 (`parse` raises ValueError elsewhere). `parse_gold` keeps its timeout in the main thread and drops it
 (parsing_timeout=None) in any other; that is acceptable here because gold answers come from curated
 datasets, not from a model, and we cap them at MAX_ANSWER_CHARS. Not here: comparing a model's answer
-with the gold one (the verifier does that).
+with the gold one (the verifier does that), or pulling the boxed answer out of a solution
+(ghpo.shared.scoring.boxes).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 # Longer "answers" are almost always a whole solution pasted into the answer column.
 MAX_ANSWER_CHARS = 1_000
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if there is none."""
-    matches = list(_BOX_OPEN.finditer(text))
-    if not matches:
-        return None
-    depth = 0
-    for pos in range(matches[-1].end() - 1, len(text)):
-        if text[pos] == "{":
-            depth += 1
-        elif text[pos] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[matches[-1].end() : pos].strip() or None
-    return None  # unbalanced braces: no usable answer
 
 
 def normalize_answer(value: Any) -> str | None:
@@ -63,7 +45,8 @@ def gold_parse_error(answer: str) -> str | None:
     """
     if len(answer) > MAX_ANSWER_CHARS:
         return f"longer than {MAX_ANSWER_CHARS} characters"
-    from ghpo.services.verifier.scoring import parse_gold
+    # math-verify (imported by answers.py) is an optional dependency, loaded only when a load checks golds
+    from ghpo.shared.scoring.answers import parse_gold
 
     try:
         parsed = parse_gold(answer)

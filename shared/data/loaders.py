@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ghpo.shared.data.gold import gold_parse_error, last_boxed, normalize_answer
+from ghpo.shared.data.gold import gold_parse_error, normalize_answer
 from ghpo.shared.data.records import PromptRecord, content_id
 from ghpo.shared.data.sources import open_source
+from ghpo.shared.scoring.boxes import last_boxed
 
 SKIP_REASONS = (
     "missing_problem",

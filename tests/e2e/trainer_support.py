@@ -19,10 +19,10 @@ import torch
 
 from ghpo.services.inference.app import create_app as create_inference
 from ghpo.services.inference.settings import Settings as InferenceSettings
-from ghpo.services.verifier.scoring import score
 from ghpo.shared.algorithm.advantages import group_advantages
 from ghpo.shared.schemas.inference import GenerateResponse
 from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
+from ghpo.shared.scoring.answers import score
 from ghpo.shared.tasks import arith
 from ghpo.trainer.tiny.prompts import chat_messages
 from tests.support.server import running_app

@@ -19,9 +19,9 @@ torch = pytest.importorskip("torch")
 def sampled_batch(model_dir, groups: int = 4, group_size: int = 4, max_tokens: int = 48):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ghpo.services.verifier.scoring import score
     from ghpo.shared.algorithm.advantages import group_advantages
     from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
+    from ghpo.shared.scoring.answers import score
     from ghpo.shared.tasks import arith
     from ghpo.trainer.tiny.prompts import chat_messages
 

@@ -19,10 +19,10 @@ from ghpo.shared.data import (
     MappingError,
     SourceFormatError,
     content_id,
-    last_boxed,
     load_benchmark,
     load_prompts,
 )
+from ghpo.shared.scoring.boxes import last_boxed
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO.parent / "shared" / "data" / "benchmarks"

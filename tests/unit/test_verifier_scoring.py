@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from ghpo.services.verifier import rewards
-from ghpo.services.verifier.scoring import FORMAT_PATTERN, format_reward, parse_gold, score
+from ghpo.shared.scoring import rewards
+from ghpo.shared.scoring.answers import FORMAT_PATTERN, format_reward, parse_gold, score
 
 WELL_FORMED = "<think>\nLet me think.\n</think>\n<answer>\n\\boxed{\\frac{1}{2}}\n</answer>"
 

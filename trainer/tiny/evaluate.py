@@ -17,7 +17,7 @@ from ghpo.trainer.tiny.prompts import chat_messages
 
 def accuracy(completion: str, gold: str) -> float:
     """The verifier's accuracy reward (math-verify, \\boxed{} first, then <answer> tags): 1.0 or 0.0."""
-    from ghpo.services.verifier.scoring import score
+    from ghpo.shared.scoring.answers import score
 
     return score(completion, gold).accuracy
 

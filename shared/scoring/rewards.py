@@ -1,10 +1,11 @@
-"""Reward functions by name: the pluggable part of the verifier.
+"""Reward functions by name: the pluggable part of the verifier's scoring.
 
 A reward function maps (completion, Score) to a float, where the Score already carries math-verify's
 outcome (computed once per item in a worker). Adding a reward is one decorated function here; requests
 pick rewards and weights by name (`{"accuracy": 1.0, "format": 0.5}`), and the item's total is the
-weighted sum. Rewards run inside the worker processes, so they may be slow or pathological on bad text
-without harming the service. Not here: anything that needs a model or network access.
+weighted sum. In the verifier service, rewards run inside its worker processes, so they may be slow or
+pathological on bad text without harming the service. Not here: anything that needs a model or network
+access, processes or HTTP (the verifier service, ghpo.services.verifier).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ghpo.services.verifier.scoring import Score
+from ghpo.shared.scoring.answers import Score
 
 RewardFn = Callable[[str, Score], float]
 MAX_WEIGHT = 1000.0  # the wire schema's bound on a weight

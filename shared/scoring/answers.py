@@ -12,8 +12,9 @@ Pure functions over math-verify, importable anywhere (no torch, no service code)
 
 math-verify's own timeouts use SIGALRM, so these functions must run in the main thread of a process
 (a worker process, a script, a test). They do NOT protect against computations that never return to
-the interpreter (a C-level bignum power): only killing the process does, which is the service's
-worker pool's job (engine.py). This module deliberately knows nothing about processes or HTTP.
+the interpreter (a C-level bignum power): only killing the process does, which is the verifier
+service's worker pool's job (ghpo.services.verifier.engine). This module deliberately knows nothing about
+processes or HTTP.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from latex2sympy2_extended import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 
-from ghpo.shared.data.gold import last_boxed
+from ghpo.shared.scoring.boxes import last_boxed
 
 Status = Literal["ok", "no_answer", "unparsable_gold", "timeout", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "no_answer", "unparsable_gold", "timeout", "error")
