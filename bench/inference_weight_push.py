@@ -1,7 +1,7 @@
 """HTTP weight push into the running inference service, against a plain in-memory copy of the same tensors.
 
 Starts the service (uvicorn on a loopback port, real vLLM CPU engine) on a random Qwen2 of ~`--hidden`
-width, then pushes full weight sets with `ghpo.services.inference.client.push_weights` (pack into
+width, then pushes full weight sets with `ghpo.trainer.train.push_http.push_weights` (pack into
 safetensors chunks, SHA-256, PUT each chunk, commit: drain + load into vLLM). Prints the median bytes/s of
 the whole push, of the upload alone and of the commit alone, next to the median bytes/s of `clone()`-ing
 the same tensors in memory (the limit), and the ratio push / copy. Twice: with chunks larger than every
@@ -71,9 +71,9 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from ghpo.services.inference.app import create_app
-    from ghpo.services.inference.client import HEADER_ROOM_BYTES, pack_chunks, push_weights
     from ghpo.services.inference.settings import Settings
     from ghpo.shared.http import SyncServiceClient
+    from ghpo.trainer.train.push_http import HEADER_ROOM_BYTES, pack_chunks, push_weights
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)

@@ -3,6 +3,8 @@ versioned weight updates (HTTP, safetensors chunks and byte-range slices; on GPU
 
 `engine` defines the engine interface and the drain gate that keeps every sample on one weights version;
 `vllm_engine` is the vLLM implementation; `weights` and `slices` validate and stage pushed updates;
-`nccl_api` receives NCCL updates, `nccl_client` sends them (trainer rank 0), `client` pushes over HTTP. See app.py for
-the entry point (`create_app`). Nothing in this package is imported by `ghpo.shared`.
+`api` serves generation and HTTP updates, `nccl_api` receives NCCL updates, `runtime` is what the routes
+share. See app.py for the entry point (`create_app`). The sending side of updates is the trainer's
+(`ghpo.trainer.train.push_http`, `push_nccl`). Nothing in this package is imported by `ghpo.shared`, and
+nothing here imports the trainer.
 """

@@ -4,21 +4,22 @@ Generation: chat prompts are rendered with the model's chat template here, token
 as-is; prompt length (422) and request size (413) are checked before anything reaches the engine, and
 each sample reports the version it was produced under (see engine.UpdateGate). Weight updates: begin,
 chunks (raw safetensors bodies, or raw byte-range slices of one big tensor), commit, abort; validation
-lives in weights.py and slices.py. Not here: the engine,
-the app shell (app.py).
+lives in weights.py and slices.py. Not here: the engine, the runtime and its guard (runtime.py), the NCCL
+update route (nccl_api.py), the app shell (app.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
 from ghpo.services.inference import metrics
 from ghpo.services.inference.engine import SamplingSpec, UpdateGate
+from ghpo.services.inference.runtime import Runtime, loaded_runtime, weights_status_of
 from ghpo.services.inference.settings import Settings
 from ghpo.services.inference.slices import validate_slice_body
 from ghpo.services.inference.weights import WeightUpdates, validate_chunk
@@ -41,17 +42,7 @@ from ghpo.shared.schemas.inference import (
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
-def _runtime(request: Request) -> Any:
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None or runtime.engine is None:
-        detail = f": {runtime.load_error}" if runtime is not None and runtime.load_error else ""
-        raise Unavailable(f"engine is not loaded yet{detail}", retry_after=5.0)
-    if not runtime.engine.healthy():  # died, or stuck/half-loaded after a failed NCCL update
-        raise Unavailable("engine failed; the service must be restarted (see /readyz)", retry_after=30.0)
-    return runtime
-
-
-def _prompt_ids(body: GenerateRequest, runtime: Any, settings: Settings) -> list[list[int]]:
+def _prompt_ids(body: GenerateRequest, runtime: Runtime, settings: Settings) -> list[list[int]]:
     prompts = []
     for i, prompt in enumerate(body.prompts):
         if prompt.token_ids is not None:
@@ -79,7 +70,7 @@ async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
     """`sampling.n` samples per prompt, each with token ids, per-token log-probs and its policy version."""
     settings: Settings = request.app.state.settings
     try:
-        runtime = _runtime(request)
+        runtime = loaded_runtime(request)
         sampling = body.sampling
         if len(body.prompts) > settings.max_prompts_per_request:
             raise PayloadTooLarge(
@@ -146,27 +137,15 @@ async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
     return GenerateResponse(results=results, model=runtime.model_name)
 
 
-def _status(runtime: Any) -> WeightsStatus:
-    updates: WeightUpdates = runtime.updates
-    return WeightsStatus(
-        policy_version=runtime.gate.version,
-        model=runtime.model_name,
-        pending_update=updates.pending.update_id if updates.pending else None,
-        max_chunk_bytes=updates.max_chunk_bytes,
-        last_update_seconds=updates.last_update_seconds,
-        nccl_workers=runtime.engine.nccl_workers,
-    )
-
-
 @router.get("/weights", response_model=WeightsStatus)
 async def weights_status(request: Request) -> WeightsStatus:
-    return _status(_runtime(request))
+    return weights_status_of(loaded_runtime(request))
 
 
 @router.post("/weights/updates", response_model=WeightUpdateSession, status_code=201)
 async def begin_update(body: WeightUpdateBegin, request: Request) -> WeightUpdateSession:
     """Announce version `body.version` with every tensor's spec; replaces any pending update."""
-    runtime = _runtime(request)
+    runtime = loaded_runtime(request)
     pending = runtime.updates.begin(body, runtime.gate.version)
     return WeightUpdateSession(
         update_id=pending.update_id, version=body.version, max_chunk_bytes=runtime.updates.max_chunk_bytes
@@ -199,7 +178,7 @@ async def put_chunk(
     stop: Annotated[int | None, Query(ge=1, description="End (exclusive) of the slice.")] = None,
 ) -> WeightChunkReceipt:
     """One chunk: a safetensors file as the raw body, or with `tensor`/`start`/`stop` a slice's raw bytes."""
-    runtime = _runtime(request)
+    runtime = loaded_runtime(request)
     updates: WeightUpdates = runtime.updates
     piece = _chunk_slice(index, checksum, tensor, start, stop)
     body = await request.body()
@@ -225,11 +204,11 @@ async def put_chunk(
 @router.post("/weights/updates/{update_id}/commit", response_model=WeightsStatus)
 async def commit_update(update_id: str, body: WeightUpdateCommit, request: Request) -> WeightsStatus:
     """Serve the update if complete and verified: drain in-flight generations, load, bump the version."""
-    runtime = _runtime(request)
+    runtime = loaded_runtime(request)
     updates: WeightUpdates = runtime.updates
     settings: Settings = request.app.state.settings
     if updates.last_committed == (update_id, body.version):
-        return _status(runtime)  # a retried commit that already took effect
+        return weights_status_of(runtime)  # a retried commit that already took effect
     pending = updates.get(update_id)
     await asyncio.to_thread(updates.verify_complete, pending, body.version, body.checksum)
     started = time.perf_counter()
@@ -254,12 +233,12 @@ async def commit_update(update_id: str, body: WeightUpdateCommit, request: Reque
     finally:
         updates.committing = None
     updates.committed(pending, time.perf_counter() - started)
-    return _status(runtime)
+    return weights_status_of(runtime)
 
 
 @router.delete("/weights/updates/{update_id}", status_code=204)
 async def abort_update(update_id: str, request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = loaded_runtime(request)
     runtime.updates.get(update_id)
     runtime.updates.discard()
     return Response(status_code=204)

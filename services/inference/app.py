@@ -4,7 +4,8 @@ updates into the shared service shell.
 The engine loads in the background from the lifespan (vLLM takes tens of seconds on CPU): the server
 answers /healthz at once, /readyz says "engine": false and /v1 routes answer 503 with Retry-After until
 it is ready; a failed load is logged and named in those 503s. Shut down with the app. Not here: routes
-(api.py), the engine (vllm_engine.py), update validation (weights.py).
+(api.py, nccl_api.py), what the routes share (runtime.py), the engine (vllm_engine.py), update validation
+(weights.py).
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import contextlib
 import json
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 
 from ghpo.services.inference import metrics
 from ghpo.services.inference.api import router
-from ghpo.services.inference.engine import Engine, UpdateGate
 from ghpo.services.inference.nccl_api import router as nccl_router
+from ghpo.services.inference.runtime import Runtime
 from ghpo.services.inference.settings import Settings
 from ghpo.services.inference.specs import checkpoint_spec
 from ghpo.services.inference.weights import WeightUpdates
@@ -31,27 +30,6 @@ from ghpo.shared.app import create_service_app
 from ghpo.shared.logs import get_logger
 
 log = get_logger(__name__)
-
-
-@dataclass
-class Runtime:
-    """Everything the routes need once the engine is up."""
-
-    model_name: str
-    vocab_size: int
-    tokenizer: Any
-    updates: WeightUpdates
-    gate: UpdateGate = field(default_factory=UpdateGate)
-    engine: Engine | None = None
-    load_error: str | None = None
-
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(rendered, dict) or hasattr(
-            rendered, "input_ids"
-        ):  # transformers 5 returns a BatchEncoding
-            rendered = rendered["input_ids"]
-        return list(rendered)
 
 
 def _runtime(settings: Settings, staging: Path) -> Runtime:

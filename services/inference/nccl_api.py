@@ -16,7 +16,8 @@ version when there is one (the model folder at version 0, the last HTTP update),
 after a timeout (the worker is then stuck in an NCCL call that cannot be cancelled), the engine is marked
 failed: /readyz and every /v1 route answer 503 until the service is restarted, so no sample is ever
 reported under a version it was not generated with. NaN/Inf are not checked on this path (the bytes
-never leave the GPU). Not here: the trainer's side (nccl_client.py), the HTTP push (api.py).
+never leave the GPU). Not here: the trainer's side (ghpo.trainer.train.push_nccl), the HTTP updates
+(api.py).
 """
 
 from __future__ import annotations
@@ -29,19 +30,17 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 
 from ghpo.services.inference import metrics
-from ghpo.services.inference.api import _runtime, _status
+from ghpo.services.inference.runtime import loaded_runtime, weights_status_of
 from ghpo.services.inference.settings import Settings
 from ghpo.services.inference.slices import ITEM_BYTES
 from ghpo.services.inference.specs import check_specs
 from ghpo.services.inference.weights import WeightUpdates
 from ghpo.shared.errors import Conflict, Unavailable, Unprocessable
 from ghpo.shared.logs import get_logger
-from ghpo.shared.schemas.inference import NcclUpdateRequest, WeightsStatus
+from ghpo.shared.schemas.inference import NCCL_NUM_BUFFERS, NcclUpdateRequest, WeightsStatus
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 log = get_logger(__name__)
-
-NUM_BUFFERS = 2  # packed buckets in flight; the trainer's sender uses the same number (the init carries it)
 
 
 def _fail(reason: str, exc: Exception) -> Exception:
@@ -98,7 +97,7 @@ async def _restore_or_fail(runtime, settings: Settings, why: str) -> None:
 @router.post("/weights/nccl", response_model=WeightsStatus)
 async def receive_nccl(body: NcclUpdateRequest, request: Request) -> WeightsStatus:
     """Receive version `body.version` from trainer rank 0 over NCCL; answers once it is served."""
-    runtime = _runtime(request)
+    runtime = loaded_runtime(request)
     settings: Settings = request.app.state.settings
     _check(body, runtime, settings)
     updates: WeightUpdates = runtime.updates
@@ -110,7 +109,7 @@ async def receive_nccl(body: NcclUpdateRequest, request: Request) -> WeightsStat
         "world_size": body.world_size,
         "packed": True,
         "packed_buffer_size_bytes": body.bucket_bytes,
-        "packed_num_buffers": NUM_BUFFERS,
+        "packed_num_buffers": NCCL_NUM_BUFFERS,
     }
     update_info = {
         "names": [t.name for t in body.tensors],
@@ -156,4 +155,4 @@ async def receive_nccl(body: NcclUpdateRequest, request: Request) -> WeightsStat
         updates.committing = None
     nbytes = sum(math.prod(t.shape) * ITEM_BYTES[t.dtype] for t in body.tensors)
     updates.served_in_engine_only(time.perf_counter() - started, nbytes)
-    return _status(runtime)
+    return weights_status_of(runtime)

@@ -42,6 +42,9 @@ MAX_MESSAGES = 64
 MAX_TENSORS = 100_000
 MAX_TENSOR_DIMS = 8
 MAX_WEIGHTS_BYTES = 2**40  # 1 TiB
+# NCCL updates: packed broadcast buckets in flight. Not on the wire, but both sides of the broadcast must use
+# the same number (the trainer's sender and the service's vLLM workers, which get it in their init info).
+NCCL_NUM_BUFFERS = 2
 
 # A pushed weights version: always >= 1 (0 is the initial policy, never pushed).
 UpdateVersion = Annotated[int, Field(ge=1, le=2**53)]

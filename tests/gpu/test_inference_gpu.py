@@ -18,10 +18,10 @@ pytest.importorskip("vllm")
 import torch
 
 from ghpo.services.inference.app import create_app
-from ghpo.services.inference.client import push_weights
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
 from ghpo.trainer.tiny.random_model import build_random_qwen2
+from ghpo.trainer.train.push_http import push_weights
 from tests.service.test_inference_service import (
     AUTH,
     PROMPTS,

@@ -26,11 +26,11 @@ if not torch.cuda.is_available() or torch.cuda.device_count() < 2:  # before imp
 pytest.importorskip("vllm")
 
 from ghpo.services.inference.app import create_app
-from ghpo.services.inference.client import tensor_specs
-from ghpo.services.inference.nccl_client import push_weights_nccl
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
 from ghpo.trainer.tiny.random_model import build_random_qwen2
+from ghpo.trainer.train.push_http import tensor_specs
+from ghpo.trainer.train.push_nccl import push_weights_nccl
 from tests.service.test_inference_service import AUTH, PROMPTS, TOKEN, new_weights
 from tests.support.server import running_app
 

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 from ghpo.services.inference.api import router
-from ghpo.services.inference.app import Runtime
 from ghpo.services.inference.nccl_api import router as nccl_router
+from ghpo.services.inference.runtime import Runtime
 from ghpo.services.inference.settings import Settings
 from ghpo.services.inference.specs import checkpoint_spec
 from ghpo.services.inference.weights import WeightUpdates

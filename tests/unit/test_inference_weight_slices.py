@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ghpo.services.inference.client import pack_chunks, tensor_specs
 from ghpo.services.inference.slices import validate_slice_body
 from ghpo.services.inference.weights import WeightUpdates, validate_chunk
 from ghpo.shared.errors import Conflict, Unprocessable
 from ghpo.shared.schemas.inference import TensorSlice, WeightUpdateBegin
+from ghpo.trainer.train.push_http import pack_chunks, tensor_specs
 
 WEIGHTS = {
     "embed.weight": torch.randn(40, 16, generator=torch.Generator().manual_seed(0)),  # 2560 bytes

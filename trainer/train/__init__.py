@@ -6,6 +6,7 @@ Modules:
 - `batches`     a rollout `Batch` -> padded micro-batch tensors.
 - `step`        log-probs, the core GHPO loss, entropy, mismatch KL, the non-finite guard; one optimizer step.
 - `weights`     bucketed full-precision gathering and the push to every inference replica.
+- `push_http`, `push_nccl`  the sending side of one weight update to one replica (HTTP chunks; NCCL on GPU).
 - `checkpoint`  atomic checkpoints (DeepSpeed state, RNG, step, version, rollout cursor, broker snapshot).
 - `source`      the BatchSource protocol and its HTTP implementation for the rollout server.
 - `loop`        pull -> step -> push -> announce -> ack, resume, stop conditions.

@@ -17,7 +17,7 @@ current weights to any that is behind (a restarted replica serves version 0), so
 for longer than one step once it is reachable again. Only rank 0 resolves and talks to replicas. With
 `transport="nccl"` (`services.weight_transport`) rank 0 instead hosts an NCCL rendezvous per replica
 and broadcasts from its CUDA device in buckets through the inference service's `POST /v1/weights/nccl`
-(services/inference/nccl_client.py), with a timeout; a replica that cannot take it (a CPU engine) fails
+(push_nccl.py), with a timeout; a replica that cannot take it (a CPU engine) fails
 the push like any other failure. `broadcast_buckets`/`receive_buckets` move
 buckets between the trainer's own ranks. Not here: deciding when to push (loop.py).
 """
@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ghpo.services.inference.client import HEADER_ROOM_BYTES, pack_chunks, push_weights
 from ghpo.shared.http import SyncServiceClient
 from ghpo.shared.logs import get_logger
 from ghpo.shared.replica_dns import Lookup, replica_urls, system_lookup
 from ghpo.shared.schemas.inference import WeightsStatus
 from ghpo.trainer.train import metrics
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.push_http import HEADER_ROOM_BYTES, pack_chunks, push_weights
+from ghpo.trainer.train.push_nccl import push_weights_nccl
 
 log = get_logger(__name__)
 
@@ -226,10 +227,8 @@ class WeightSync:
 
     def _send_nccl(self, replica: Replica, tensors: dict[str, torch.Tensor], version: int, index: int):
         """One NCCL update of one replica: this rank hosts the rendezvous on `nccl_port + index` and
-        broadcasts the weights from its CUDA device in buckets (services/inference/nccl_client.py); a
+        broadcasts the weights from its CUDA device in buckets (push_nccl.py); a
         replica whose engine is not on a GPU answers 409, counted as a failed push like any other."""
-        from ghpo.services.inference.nccl_client import push_weights_nccl
-
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
         return push_weights_nccl(
             replica.client,

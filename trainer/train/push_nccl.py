@@ -8,7 +8,7 @@ the weights). It returns the service's status once the new version is served. On
 whole transfer on both sides: the service gets `timeout_s` (its answer is then a 503 and it keeps
 serving the old version, or restarts), and this function gives up `grace_s` later with `TimeoutError`.
 After any failure the NCCL group of that attempt is unusable and its thread may stay blocked in NCCL:
-retry on another `master_port`, or fall back to the HTTP push (`client.push_weights`).
+retry on another `master_port`, or fall back to the HTTP push (`push_http.push_weights`).
 
 Arguments are checked before any network or GPU work (ValueError naming the argument), the service's
 refusals (CPU engine, stale version, unknown names) arrive as `ghpo.shared.errors` exceptions before the
@@ -23,11 +23,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ghpo.services.inference.client import tensor_specs
-from ghpo.services.inference.nccl_api import NUM_BUFFERS
 from ghpo.shared.errors import Conflict
 from ghpo.shared.http import SyncServiceClient
-from ghpo.shared.schemas.inference import NcclUpdateRequest, WeightsStatus
+from ghpo.shared.schemas.inference import NCCL_NUM_BUFFERS, NcclUpdateRequest, WeightsStatus
+from ghpo.trainer.train.push_http import tensor_specs
 
 MiB = 1024 * 1024
 DEFAULT_BUCKET_BYTES = 256 * MiB
@@ -77,7 +76,7 @@ def _broadcast(tensors: Mapping[str, Any], world_size: int, address: str, port: 
             src=0,
             post_iter_func=lambda item: item[1].detach(),
             buffer_size_bytes=bucket,
-            num_buffers=NUM_BUFFERS,
+            num_buffers=NCCL_NUM_BUFFERS,
         )
         torch.cuda.synchronize()
     finally:

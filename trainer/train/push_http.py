@@ -1,13 +1,14 @@
-"""The sending side of an HTTP weight update, for the trainer (and tests and benches): pack tensors into
-safetensors chunks and push them as begin -> chunks -> commit.
+"""The trainer's side of an HTTP weight update (also used by tests and benches): pack tensors into
+safetensors chunks and push them to an inference service as begin -> chunks -> commit.
 
 `pack_chunks` fills buckets (safetensors files) in the tensors' order up to `max_chunk_bytes`; a tensor
 bigger than that is split by byte range into slice chunks of its raw bytes, which the service reassembles,
 so no chunk exceeds the bucket size. The whole update is held once in memory as chunk bytes (the
-overall checksum goes in `begin`, before the first chunk). Send the checkpoint's names: `model.state_dict()` of a Hugging Face model with tied
-embeddings also holds `lm_head.weight`, which its checkpoint does not store; drop it. Chunk PUTs are
+overall checksum goes in `begin`, before the first chunk). Send the checkpoint's names:
+`model.state_dict()` of a Hugging Face model with tied embeddings also holds `lm_head.weight`, which its checkpoint does not store; drop it. Chunk PUTs are
 retried by the client (idempotent on the service); the commit is sent with an idempotency key. Not here:
-NCCL transfer (GPU), choosing when to push.
+NCCL transfer (GPU, push_nccl.py), gathering the weights or choosing when to push (weights.py), the
+receiving end (ghpo.services.inference).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ghpo.services.inference.nccl_client import check_nccl_args
+from ghpo.trainer.train.push_nccl import check_nccl_args
 
 GOOD = {
     "tensors": {"w": object()},
@@ -46,7 +46,7 @@ def test_good_arguments_pass():
 def test_the_nccl_modules_import_without_torch_or_vllm():
     code = (
         "import sys\n"
-        "import ghpo.services.inference.nccl_client, ghpo.services.inference.nccl_api\n"
+        "import ghpo.trainer.train.push_nccl, ghpo.services.inference.nccl_api\n"
         "import ghpo.services.inference.app\n"
         "print(sorted(m for m in ('torch', 'vllm') if m in sys.modules))\n"
     )
