@@ -11,6 +11,7 @@ Modules:
 - `source`      the BatchSource protocol and its HTTP implementation for the rollout server.
 - `loop`        pull -> step -> push -> announce -> ack, resume, stop conditions.
 - `session`     wires a whole run from a config (what `ghpo train` calls).
+- `ranks`       this process's rank, barriers, and rank 0's decisions on every rank.
 - `metrics`     Prometheus metrics (ghpo_trainer_*); `status` the small HTTP status API.
 
 Nothing is re-exported: importing this package does not import torch or DeepSpeed.

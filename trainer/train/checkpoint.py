@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ghpo.shared.schemas.trainer import CheckpointInfo
+from ghpo.trainer.train import ranks
 from ghpo.trainer.train.engine import TrainEngine
 
 LATEST = "latest"
@@ -49,19 +50,6 @@ class TrainerState:
     created_at: float = 0.0
     tag: str | None = None
     recent_batch_ids: list[str] | None = None
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -101,12 +89,12 @@ class Checkpointer:
         name = f"{PREFIX}{state.step:09d}"
         tmp = self.root / f".tmp-{name}"
         final = self.root / name
-        rank = _rank()
+        rank = ranks.rank()
         if rank == 0:
             for leftover in self.root.glob(".tmp-*"):  # a crashed save: never complete, never named
                 shutil.rmtree(leftover, ignore_errors=True)
             tmp.mkdir()
-        _barrier()
+        ranks.barrier()
         train.engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, client_state={}, save_latest=False)
         rng = {
             "python": random.getstate(),
@@ -116,7 +104,7 @@ class Checkpointer:
         }
         torch.save(rng, tmp / f"rng-rank{rank}.pt")
         self._stage("deepspeed", tmp)
-        _barrier()
+        ranks.barrier()
         if rank == 0:
             state.created_at = state.created_at or time.time()
             state.has_broker_snapshot = broker_snapshot is not None
@@ -137,7 +125,7 @@ class Checkpointer:
             _fsync_dir(self.root)
             self._stage("latest", final)
             self._prune(name)
-        _barrier()
+        ranks.barrier()
         return self.info(final)
 
     def _prune(self, latest: str) -> None:
@@ -176,7 +164,7 @@ class Checkpointer:
         if load_path is None:
             raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder / 'deepspeed'}")
         train.apply_lr_schedule()
-        rng = torch.load(folder / f"rng-rank{_rank()}.pt", weights_only=False)
+        rng = torch.load(folder / f"rng-rank{ranks.rank()}.pt", weights_only=False)
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])

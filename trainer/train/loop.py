@@ -33,18 +33,13 @@ from ghpo.trainer.train import metrics
 from ghpo.trainer.train.batches import batch_sparsity_record, trainable
 from ghpo.trainer.train.checkpoint import Checkpointer, TrainerState
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.ranks import rank, rank0_decides
 from ghpo.trainer.train.source import BatchSource, BrokerClient
 from ghpo.trainer.train.step import NonFiniteError, StepResult, train_step
-from ghpo.trainer.train.weights import WeightSync, rank0_decides
+from ghpo.trainer.train.weights import WeightSync
 
 log = get_logger(__name__)
 RECENT_BATCHES = 1024
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
 
 
 class TrainingStopped(RuntimeError):
@@ -98,7 +93,7 @@ class Trainer:
         self.policy_version = 0
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_BATCHES)
         self.history: list[StepResult] = []
-        self.rank0 = _rank() == 0  # the one process that talks to the services
+        self.rank0 = rank() == 0  # the one process that talks to the services
         # Set by request_stop() (SIGTERM in `ghpo train`): finish the current step, checkpoint, return.
         self.stop_requested = threading.Event()
         # When the trainer last became free for a batch: a step's wait is the time from here to its batch.

@@ -14,17 +14,16 @@ from ghpo.trainer.train.checkpoint import Checkpointer
 from ghpo.trainer.train.config import TrainConfig
 from ghpo.trainer.train.engine import build_engine
 from ghpo.trainer.train.loop import StatusBoard, Trainer
+from ghpo.trainer.train.ranks import rank
 from ghpo.trainer.train.source import BatchSource, BrokerClient, RolloutClient
 from ghpo.trainer.train.step import StepResult
 from ghpo.trainer.train.weights import WeightSync
 
 
 def run_training(config: TrainConfig, source: BatchSource | None = None) -> list[StepResult]:
-    import torch.distributed as dist
-
     services = config.services
     train = build_engine(config)
-    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    rank0 = rank() == 0
     if source is None:
         if services.rollout_url is None:
             raise ValueError("services.rollout_url is required")

@@ -30,6 +30,7 @@ from ghpo.shared.schemas.rollout import Batch
 from ghpo.trainer.core.loss import policy_loss
 from ghpo.trainer.train.batches import MicroBatch, micro_batches
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.ranks import rank_world
 
 
 class NonFiniteError(RuntimeError):
@@ -83,7 +84,7 @@ def train_step(
     ghpo = config.ghpo
     scope = tis_scope or config.run.tis_scope
     engine = train.engine
-    rank, world = _rank_world()
+    rank, world = rank_world()
     mbs = micro_batches(
         batch,
         config.deepspeed.micro_batch_size,
@@ -175,7 +176,7 @@ def _agree_finite(train: TrainEngine, problem: str | None, batch_id: str) -> Non
     """All ranks' verdict on the log-probs and losses of this step (one all-reduce of a flag per rank):
     when any rank saw NaN/Inf, every rank drops the gradients and raises, so all of them stop together
     (and checkpoint together) instead of the healthy ones waiting forever in the next collective."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     if world > 1:
         import torch.distributed as dist
 
@@ -210,14 +211,6 @@ def _grad_norm_before_step(train: TrainEngine) -> float | None:
             f"non-finite gradient norm ({norm}) at step {train.global_steps + 1}; the step was not applied"
         )
     return norm
-
-
-def _rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _global_sum(value: float, device: torch.device) -> float:

@@ -39,6 +39,7 @@ from ghpo.trainer.train import metrics
 from ghpo.trainer.train.engine import TrainEngine
 from ghpo.trainer.train.push_http import HEADER_ROOM_BYTES, pack_chunks, push_weights
 from ghpo.trainer.train.push_nccl import push_weights_nccl
+from ghpo.trainer.train.ranks import rank, rank0_decides
 
 log = get_logger(__name__)
 
@@ -178,7 +179,7 @@ class WeightSync:
     def push(self, train: TrainEngine, version: int, *, only_behind: bool = False) -> int:
         """Push the engine's weights as `version` to every replica (or only those behind); returns how
         many replicas serve `version` afterwards. Failures are counted and logged, never raised."""
-        rank0 = _rank() == 0
+        rank0 = rank() == 0
         if rank0:
             self.refresh()
         targets = (
@@ -243,26 +244,9 @@ class WeightSync:
     def catch_up(self, train: TrainEngine, version: int) -> int:
         """Bring every replica that serves something other than `version` to it; returns how many do.
         Every rank calls it (see `push`)."""
-        if _rank() == 0:
+        if rank() == 0:
             self.served_versions()  # re-resolves `dns` first when due
         return self.push(train, version, only_behind=True)
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def rank0_decides(value):
-    """Rank 0's `value` on every rank (a no-op in one process): ranks must agree on collectives."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def broadcast_buckets(
