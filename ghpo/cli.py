@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ghpo import __version__
+from ghpo.errors import CliError
 
 # Order is the order `ghpo --help` lists them in.
 COMMAND_MODULES = [
@@ -23,10 +24,6 @@ COMMAND_MODULES = [
     "ghpo.commands.train",
     "ghpo.commands.run",
 ]
-
-
-class CliError(Exception):
-    """A user error on the command line: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

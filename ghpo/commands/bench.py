@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run the benchmark scripts in bench/ and write BENCHMARKS.md")
@@ -30,7 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.local import bench
 
     bench_dir = args.bench_dir or bench.default_bench_dir()

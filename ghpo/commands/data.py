@@ -12,6 +12,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ghpo.shared.data.sources import FORMATS
@@ -76,7 +78,6 @@ def _preview(text: str | None, limit: int = 100) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.shared.data import MappingError, SourceFormatError
 
     if not 0 <= args.sample <= 50:

@@ -16,6 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 DEFAULT_BENCHMARKS = "arith,math500,aime24,amc23,minerva,olympiadbench"
 
 
@@ -58,7 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _levels(text: str) -> tuple[int, ...]:
-    from ghpo.cli import CliError
     from ghpo.shared.tasks import arith
 
     levels: set[int] = set()
@@ -74,15 +75,12 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def _check_range(flag: str, value: float | None, low: float, high: float) -> None:
-    from ghpo.cli import CliError
-
     if value is not None and not low <= value <= high:
         raise CliError(f"{flag} must be in {low:g}..{high:g}, got {value}")
 
 
 def build_config(args: argparse.Namespace):
     """The EvalConfig the flags describe, or a CliError naming the first bad flag."""
-    from ghpo.cli import CliError
     from ghpo.shared.schemas.inference import MAX_SAMPLES_PER_PROMPT
     from ghpo.trainer.eval.problems import NAMES
     from ghpo.trainer.eval.run import EvalConfig

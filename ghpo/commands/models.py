@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 MODELS = ("smollm2",)
 
 
@@ -26,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.trainer.models import prepare_smollm2
 
     try:

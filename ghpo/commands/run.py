@@ -11,6 +11,8 @@ import argparse
 import signal
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the whole system locally and train (default: the tiny model, CPU)")
@@ -37,7 +39,6 @@ def stop_cleanly_on_signals() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.local.config import RunConfigError, load_run_config
     from ghpo.local.processes import ProcessFailed
     from ghpo.local.run import RunError

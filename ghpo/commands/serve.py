@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from ghpo.errors import CliError
+
 SERVICES = ("verifier", "broker", "inference", "rollout")
 
 
@@ -23,7 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_settings(service: str, **overrides):
     """The service's Settings from the environment plus flag overrides; errors name the variable."""
-    from ghpo.cli import CliError
     from ghpo.shared.settings import SettingsError, build_settings
 
     settings_cls = importlib.import_module(f"ghpo.services.{service}.settings").Settings

@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tiny", help="build or evaluate the tiny local policy model")
@@ -34,8 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_count(name: str, value: int, low: int) -> None:
-    from ghpo.cli import CliError
-
     if value < low or value > 10_000:
         raise CliError(f"{name} must be in {low}..10000, got {value}")
 
@@ -65,7 +65,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.trainer.tiny import evaluate_levels
 
     _check_count("--per-level", args.per_level, 1)

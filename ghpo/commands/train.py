@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ghpo.errors import CliError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="run the GHPO trainer from a TOML config")
@@ -22,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ghpo.cli import CliError
     from ghpo.trainer.train.config import ConfigError, load_config
 
     try:

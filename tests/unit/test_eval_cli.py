@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ghpo.cli import CliError, build_parser
+from ghpo.cli import build_parser
 from ghpo.commands.eval import build_config
+from ghpo.errors import CliError
 
 URL = ["--inference-url", "http://127.0.0.1:1"]  # never contacted: build_config only checks flags
 
