@@ -3,7 +3,7 @@ against a plain PyTorch loop with the same model, batches, loss (ghpo.trainer.co
 (AdamW, same groups and LR schedule), in one process, one torch thread each.
 
 Batches are real: the tiny model served by the inference service (vLLM CPU build) samples them and the
-verifier's scoring rewards them (tests/e2e/trainer_support.py); `--batches FILE` reuses a recorded set
+verifier's scoring rewards them (ghpo.local.batches); `--batches FILE` reuses a recorded set
 (JSON lines) instead. The two loops alternate step by step so machine noise hits both alike; medians.
 
     .venv/bin/python bench/trainer_throughput.py [--steps 12] [--zero-stage 0] [--batches FILE]
@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.e2e.trainer_support
 
 import torch
 
@@ -30,8 +27,8 @@ from ghpo.shared.schemas.rollout import Batch
 def recorded_batches(path: Path | None, n: int) -> list[Batch]:
     if path is not None and path.exists():
         return [Batch.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    from ghpo.local.batches import inference_service, real_batches
     from ghpo.trainer.tiny import ensure_tiny_model
-    from tests.e2e.trainer_support import inference_service, real_batches
 
     with inference_service(ensure_tiny_model()) as url:
         batches = real_batches(url, n_batches=n, groups=8, group_size=8, max_tokens=96, seed=3)

@@ -18,8 +18,9 @@ def inference_url(model_dir):
     """One real inference service (vLLM CPU engine) for the module's tests; one torch thread here."""
     import torch
 
-    from tests.e2e.trainer_support import inference_service
+    from ghpo.local.batches import inference_service
+    from tests.e2e.trainer_support import TOKEN
 
     torch.set_num_threads(1)
-    with inference_service(model_dir) as url:
+    with inference_service(model_dir, token=TOKEN) as url:
         yield url

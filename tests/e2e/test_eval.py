@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from tests.support.server import running_app
+from ghpo.shared.serving import running_app
 
 pytestmark = pytest.mark.slow
 

@@ -52,6 +52,7 @@ from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
 from ghpo.shared.redis_local import free_port
 from ghpo.shared.schemas.rollout import Batch
+from ghpo.shared.serving import running_app
 from ghpo.trainer.train.checkpoint import Checkpointer, read_state
 from ghpo.trainer.train.config import parse_config
 from ghpo.trainer.train.engine import build_engine
@@ -59,7 +60,6 @@ from ghpo.trainer.train.loop import Trainer
 from ghpo.trainer.train.source import BrokerClient, RolloutClient
 from ghpo.trainer.train.weights import WeightSync
 from tests.support.redis import redis_server_at
-from tests.support.server import running_app
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ from ghpo.services.verifier.settings import Settings as VerifierSettings
 from ghpo.shared.algorithm.advantages import group_advantages
 from ghpo.shared.algorithm.hints import hinted_problem_at_level
 from ghpo.shared.redis_local import free_port
-from tests.support.server import running_app
+from ghpo.shared.serving import running_app
 
 pytestmark = pytest.mark.slow
 

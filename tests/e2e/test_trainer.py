@@ -1,5 +1,5 @@
 """The trainer on CPU against real batches: the tiny model served by the real inference service (vLLM CPU
-build) samples them, the verifier's scoring rewards them (tests/e2e/trainer_support.py).
+build) samples them, the verifier's scoring rewards them (ghpo.local.batches).
 
 One inference service and one set of recorded batches per module (vLLM takes tens of seconds to start).
 Every engine here is single-process DeepSpeed (gloo), fp32, one torch thread, so runs are reproducible.
@@ -18,6 +18,7 @@ pytest.importorskip("deepspeed")
 
 import torch
 
+from ghpo.local.batches import generate, real_batches
 from ghpo.trainer.core.loss import policy_loss
 from ghpo.trainer.train.batches import micro_batches, trainable
 from ghpo.trainer.train.checkpoint import Checkpointer
@@ -26,7 +27,7 @@ from ghpo.trainer.train.engine import build_engine, make_optimizer, make_schedul
 from ghpo.trainer.train.loop import Trainer, TrainingStopped
 from ghpo.trainer.train.step import completion_logps, train_step
 from ghpo.trainer.train.weights import WeightSync, full_state_dict
-from tests.e2e.trainer_support import TOKEN, ListSource, generate, real_batches
+from tests.e2e.trainer_support import TOKEN, ListSource
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ EQUIVALENCE_LR_SHARE = 0.05
 
 @pytest.fixture(scope="module")
 def batches(inference_url):
-    recorded = real_batches(inference_url, n_batches=6, groups=8, group_size=4, max_tokens=64)
+    recorded = real_batches(inference_url, n_batches=6, groups=8, group_size=4, max_tokens=64, token=TOKEN)
     assert sum(trainable(b) for b in recorded) >= 4, "the tiny model should give some signal"
     return recorded
 
@@ -253,13 +254,13 @@ def test_weight_push_after_a_step_changes_what_inference_samples(model_dir, batc
     train = build_engine(config)
     sync = WeightSync([inference_url], token=TOKEN, bucket_bytes=256 * 1024)
     prompts = [[{"role": "user", "content": "12 + 34 * 2"}]]
-    before = generate(inference_url, prompts, n=1, seed=1, max_tokens=24, temperature=0.0)
+    before = generate(inference_url, prompts, n=1, seed=1, max_tokens=24, temperature=0.0, token=TOKEN)
     served = sync.served_versions()[inference_url]
     for batch in [b for b in batches if trainable(b)][:2]:
         train_step(train, batch, policy_version=served)
     assert sync.push(train, served + 1) == 1
     sync.close()
-    after = generate(inference_url, prompts, n=1, seed=1, max_tokens=24, temperature=0.0)
+    after = generate(inference_url, prompts, n=1, seed=1, max_tokens=24, temperature=0.0, token=TOKEN)
     sample = after.results[0].samples[0]
     assert sample.policy_version == served + 1
     assert sample.token_ids != before.results[0].samples[0].token_ids

@@ -4,7 +4,7 @@ both ranks train their share of each batch, and the result equals a one-process 
 a NaN on one rank only stops both, with the non-finite message and a checkpoint of the last good state.
 
 The batches are real (the tiny model in the real inference service samples them, tests/e2e/
-trainer_support.py) and the weights are pushed to that same service over HTTP. The loss is "dapo"
+ghpo.local.batches) and the weights are pushed to that same service over HTTP. The loss is "dapo"
 (token mean over the whole step, all ranks): the one loss whose value does not depend on how rows are
 split into micro-batches and ranks, so one and two processes compute the same update.
 """
@@ -25,13 +25,14 @@ pytest.importorskip("deepspeed")
 
 from safetensors.torch import load_file
 
+from ghpo.local.batches import real_batches
 from ghpo.trainer.train.batches import trainable
 from ghpo.trainer.train.checkpoint import Checkpointer
 from ghpo.trainer.train.config import parse_config
 from ghpo.trainer.train.engine import build_engine
 from ghpo.trainer.train.loop import Trainer
 from ghpo.trainer.train.weights import full_state_dict
-from tests.e2e.trainer_support import TOKEN, ListSource, real_batches
+from tests.e2e.trainer_support import TOKEN, ListSource
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def batches(inference_url):
-    recorded = real_batches(inference_url, n_batches=6, groups=8, group_size=4, max_tokens=64)
+    recorded = real_batches(inference_url, n_batches=6, groups=8, group_size=4, max_tokens=64, token=TOKEN)
     useful = [b for b in recorded if trainable(b)]
     assert len(useful) >= STEPS, "the tiny model should give some signal"
     return useful[:STEPS]

@@ -25,10 +25,11 @@ import pytest
 pytest.importorskip("vllm")
 pytest.importorskip("deepspeed")
 
+from ghpo.local.batches import READY_TIMEOUT_S
 from ghpo.trainer.train.config import parse_config
 from ghpo.trainer.train.engine import build_engine
 from ghpo.trainer.train.weights import WeightSync
-from tests.e2e.trainer_support import READY_TIMEOUT_S, TOKEN
+from tests.e2e.trainer_support import TOKEN
 
 pytestmark = pytest.mark.slow
 

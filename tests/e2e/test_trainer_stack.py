@@ -15,17 +15,18 @@ import pytest
 pytest.importorskip("vllm")
 pytest.importorskip("deepspeed")
 
+from ghpo.local.batches import inference_service
 from ghpo.services.broker.app import create_app as create_broker
 from ghpo.services.broker.settings import Settings as BrokerSettings
 from ghpo.services.rollout.app import create_app as create_rollout
 from ghpo.services.rollout.settings import Settings as RolloutSettings
 from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
+from ghpo.shared.serving import running_app
 from ghpo.trainer.train.checkpoint import Checkpointer, read_state
 from ghpo.trainer.train.config import parse_config
 from ghpo.trainer.train.session import run_training
-from tests.e2e.trainer_support import TOKEN, inference_service
-from tests.support.server import running_app
+from tests.e2e.trainer_support import TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir
         token=TOKEN,
     )
     with (
-        inference_service(model_dir) as inference,
+        inference_service(model_dir, token=TOKEN) as inference,
         running_app(create_verifier(VerifierSettings(workers=1, math_timeout_s=1, token=TOKEN))) as verifier,
         running_app(create_broker(broker_settings)) as broker,
     ):

@@ -20,6 +20,7 @@ import torch
 from ghpo.services.inference.app import create_app
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
+from ghpo.shared.serving import running_app
 from ghpo.trainer.tiny.random_model import build_random_qwen2
 from ghpo.trainer.train.push_http import push_weights
 from tests.service.test_inference_service import (
@@ -28,7 +29,6 @@ from tests.service.test_inference_service import (
     TOKEN,
     new_weights,
 )
-from tests.support.server import running_app
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

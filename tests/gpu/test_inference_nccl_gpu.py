@@ -28,11 +28,11 @@ pytest.importorskip("vllm")
 from ghpo.services.inference.app import create_app
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.http import SyncServiceClient
+from ghpo.shared.serving import running_app
 from ghpo.trainer.tiny.random_model import build_random_qwen2
 from ghpo.trainer.train.push_http import tensor_specs
 from ghpo.trainer.train.push_nccl import push_weights_nccl
 from tests.service.test_inference_service import AUTH, PROMPTS, TOKEN, new_weights
-from tests.support.server import running_app
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

@@ -24,10 +24,10 @@ from ghpo.services.inference.app import create_app
 from ghpo.services.inference.settings import Settings
 from ghpo.shared.errors import Conflict
 from ghpo.shared.http import SyncServiceClient
+from ghpo.shared.serving import running_app
 from ghpo.trainer.tiny.random_model import build_random_qwen2
 from ghpo.trainer.train.push_http import HEADER_ROOM_BYTES, pack_chunks, push_weights, tensor_specs
 from ghpo.trainer.train.push_nccl import push_weights_nccl
-from tests.support.server import running_app
 
 pytestmark = pytest.mark.slow
 

@@ -279,7 +279,7 @@ def test_lifespan_runs_before_serving_and_after_stopping(serve_app):
         yield
         events.append("stop")
 
-    from tests.support.server import running_app
+    from ghpo.shared.serving import running_app
 
     app, _ = build_app(lifespan=lifespan)
     with running_app(app) as url:
