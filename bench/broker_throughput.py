@@ -126,7 +126,7 @@ def main() -> None:
             **os.environ,
             "GHPO_BROKER_REDIS_URL": server.url,
             "GHPO_BROKER_POLICY": "ghpo-memory",
-            "GHPO_BROKER_COLD_START_STEPS": "0",
+            "GHPO_ALGORITHM_COLD_START_STEPS": "0",
             "GHPO_BROKER_LOG_LEVEL": "WARNING",
         }
         cmd = [sys.executable, "-m", "uvicorn", "ghpo.services.broker.app:create_app", "--factory"]

@@ -182,6 +182,7 @@ def measure_lag(
     window = times[warmup - 1 :]  # from the last warm-up step's end to the last step's
     out["groups_per_s"] = args.steps * args.batch_groups / (window[-1] - window[0])
     out["config"] = config_path
+    out["env"] = spec.env  # the trainer's GHPO settings travel there (GHPO_ALGORITHM_*), not in its file
     for child in (trainer, rollout):
         sup.stop(child)
         sup.children.remove(child)
@@ -189,7 +190,9 @@ def measure_lag(
     return out
 
 
-def train_alone(config_path: Path, batches: list[str], threads: int, steps: int) -> float:
+def train_alone(
+    config_path: Path, env: dict[str, str], batches: list[str], threads: int, steps: int
+) -> float:
     """Median seconds of the trainer's step in this process, nothing else running (first step untimed)."""
     import torch
 
@@ -200,7 +203,7 @@ def train_alone(config_path: Path, batches: list[str], threads: int, steps: int)
     from ghpo.trainer.train.step import train_step
 
     torch.set_num_threads(threads)
-    train = build_engine(load_config(config_path))
+    train = build_engine(load_config(config_path, env))
     usable = [b for b in (Batch.model_validate_json(text) for text in batches) if trainable(b)]
     assert usable, "no recorded batch had anything to train on"
     seconds = []
@@ -259,7 +262,8 @@ def main() -> None:
         finally:
             redis.stop()
         recorded = [text for r in results.values() for text in r["batches"]]
-        train_s = train_alone(results[lags[0]]["config"], recorded, args.trainer_threads, args.steps)
+        first = results[lags[0]]
+        train_s = train_alone(first["config"], first["env"], recorded, args.trainer_threads, args.steps)
     b = args.batch_groups
     sync_bound, overlap_bound = b / (gen_s + train_s), b / max(gen_s, train_s)
     print(

@@ -36,6 +36,8 @@ import uvicorn
 
 from ghpo.services.rollout.app import create_app
 from ghpo.services.rollout.settings import Settings
+from ghpo.shared.algorithm.config import GHPOConfig
+from ghpo.shared.algorithm.environment import environment_of
 from ghpo.shared.bench_results import emit
 from ghpo.shared.redis_local import LocalRedis, free_port
 
@@ -43,11 +45,17 @@ QUICK = {"windows": 1, "window_s": 4.0, "warmup_s": 4.0}
 MAX_WINDOW_S = 120.0  # the longest a window waits for its first finished step
 G = 8
 BATCH = 8
+GHPO = GHPOConfig(cold_start_steps=0)  # the broker's and the rollout server's: they must agree
 
 
 def spawn(service: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     prefix = f"GHPO_{service.upper()}_"
-    full = {**os.environ, **{prefix + k.upper(): v for k, v in env.items()}, prefix + "PORT": str(port)}
+    full = {
+        **os.environ,
+        **environment_of(GHPO),  # read by the broker; the other services ignore GHPO_ALGORITHM_*
+        **{prefix + k.upper(): v for k, v in env.items()},
+        prefix + "PORT": str(port),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "ghpo", "serve", service],
         env=full,
@@ -161,7 +169,6 @@ def main() -> None:
             "broker": {
                 "redis_url": redis.url,
                 "policy": "ghpo",
-                "cold_start_steps": "0",
                 "group_size": str(G),
             },
         }
@@ -179,7 +186,7 @@ def main() -> None:
                 "prompts_per_step": BATCH,
                 "max_policy_lag": 1,
                 "max_tokens": 160,
-                "cold_start_steps": 0,
+                "ghpo": GHPO,
                 "arith_levels": [1, 2, 3, 4, 5, 6],
             }
             sequential = measure(base, 1, args, "bench-seq:")

@@ -10,15 +10,22 @@ A service subclasses `ServiceSettings` and sets its own prefix:
 `build_settings(Settings, port=0, ...)` builds one with overrides and turns a validation failure into a
 `SettingsError` whose message names the environment variable, the field and the allowed range.
 With `environment="production"` a missing or weak token is refused; in dev/test, `token=None` disables
-auth. This module does not read config files (the trainer's TOML config is separate).
+auth. A service that takes the GHPO algorithm settings subclasses `GHPOServiceSettings` instead: its
+nested `ghpo` (GHPOConfig) comes from the GHPO_ALGORITHM_* variables that every component reads
+(ghpo.shared.algorithm.environment), never from the service's own prefix. This module does not read config
+files (the trainer's TOML config is separate).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ghpo.shared.algorithm import environment as algorithm_env
+from ghpo.shared.algorithm.config import ConfigError, GHPOConfig
 
 MiB = 1024 * 1024
 MIN_PRODUCTION_TOKEN_CHARS = 32
@@ -83,10 +90,58 @@ class ServiceSettings(BaseSettings):
         return self.token.get_secret_value() if self.token is not None else None
 
 
+class _AlgorithmEnvironment(PydanticBaseSettingsSource):
+    """The `ghpo` field from the GHPO_ALGORITHM_* variables. A GHPO key under the service's own prefix
+    (GHPO_BROKER_HINT_LADDER, or GHPO_BROKER_GHPO) is refused rather than ignored: that was the form
+    before one block served every component, and silently ignoring it would change a deployment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ builds the whole field at once
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.settings_cls.model_config.get("env_prefix", "")).upper()
+        for key in ("ghpo", *GHPOConfig.model_fields):
+            name = f"{prefix}{key.upper()}"
+            if name in os.environ:
+                where = algorithm_env.ENV_PREFIX + "<KEY>" if key == "ghpo" else algorithm_env.env_name(key)
+                raise SettingsError(f"{name} is not read: every component takes the GHPO settings from {where}")
+        try:
+            values = algorithm_env.from_environment(os.environ)
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
+        return {"ghpo": values} if values else {}
+
+
+class GHPOServiceSettings(ServiceSettings):
+    """Settings of a service that takes the GHPO algorithm settings (the broker, the rollout server)."""
+
+    ghpo: GHPOConfig = Field(
+        default_factory=GHPOConfig,
+        description="The GHPO algorithm settings, from GHPO_ALGORITHM_<KEY> (shared by every component).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Called in this order, so a service-prefixed GHPO key is refused before env_settings reads it.
+        algorithm = _AlgorithmEnvironment(settings_cls)
+        return init_settings, algorithm, env_settings, dotenv_settings, file_secret_settings
+
+
 S = TypeVar("S", bound=ServiceSettings)
 
 
 def env_name(cls: type[ServiceSettings], field: str) -> str:
+    """The variable a field is read from; `ghpo.<key>` is GHPO_ALGORITHM_<KEY>, whatever the service."""
+    if field.split(".")[0] == "ghpo" and issubclass(cls, GHPOServiceSettings):
+        key = field.removeprefix("ghpo").removeprefix(".").split(".")[0]
+        return algorithm_env.env_name(key) if key else algorithm_env.ENV_PREFIX + "*"
     return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
 

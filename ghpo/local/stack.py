@@ -2,8 +2,9 @@
 
 What it is for: `ghpo run` starts the same `ghpo serve <name>` and `ghpo train` entry points that compose
 and Kubernetes start, configured only through their documented GHPO_<SERVICE>_* variables and the
-trainer config file, so the local run exercises the production wiring. Every GHPO setting shared by
-several components comes from the one `RunConfig.ghpo`.
+trainer config file, so the local run exercises the production wiring. The GHPO settings come from the
+one `RunConfig.ghpo` and reach the broker, the rollout server and the trainer in the same form as in a
+deployment: the GHPO_ALGORITHM_* variables, set identically in each one's environment.
 
 What it deliberately does not do: start processes (processes.py) or decide when to stop (run.py).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ghpo.local.config import RunConfig
 from ghpo.local.processes import ProcessSpec, ghpo_argv
+from ghpo.shared.algorithm.environment import environment_of
 from ghpo.shared.redis_local import free_port
 
 SERVICES = ("verifier", "broker", "inference", "rollout")
@@ -57,21 +59,20 @@ def _env(prefix: str, values: dict[str, object]) -> dict[str, str]:
 
 def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> list[ProcessSpec]:
     """The four services in start order (each depends only on those before it)."""
-    ghpo = cfg.ghpo
     common = {"host": "127.0.0.1", "token": ends.token}
+    algorithm = environment_of(cfg.ghpo)
     envs = {
         "verifier": _env(
             "VERIFIER", {**common, "port": ends.ports["verifier"], "workers": cfg.services.verifier_workers}
         ),
-        "broker": _env(
+        "broker": algorithm
+        | _env(
             "BROKER",
             {
                 **common,
                 "port": ends.ports["broker"],
                 "redis_url": ends.redis_url,
                 "policy": cfg.services.broker_policy,
-                "hint_ladder": ghpo.hint_ladder,
-                "cold_start_steps": ghpo.cold_start_steps,
                 "group_size": cfg.rollout.group_size,
             },
         ),
@@ -87,7 +88,8 @@ def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoin
                 "staging_dir": run_dir / "inference-staging",
             },
         ),
-        "rollout": _env(
+        "rollout": algorithm
+        | _env(
             "ROLLOUT",
             {
                 **common,
@@ -107,12 +109,6 @@ def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoin
                 "arith_levels": cfg.data.arith_levels,
                 "arith_per_level": cfg.data.arith_per_level,
                 "seed": cfg.run.seed,
-                "hint_ladder": ghpo.hint_ladder,
-                "cold_start_steps": ghpo.cold_start_steps,
-                "hint_cut": ghpo.hint_cut,
-                "condition_on": ghpo.condition_on,
-                "advantage_eps": ghpo.advantage_eps,
-                "scale_advantages": ghpo.scale_advantages,
                 "group_size": cfg.rollout.group_size,
                 "temperature": cfg.rollout.temperature,
                 "max_tokens": cfg.rollout.max_tokens,
@@ -153,10 +149,10 @@ def toml_document(config: dict[str, dict[str, object]]) -> str:
 
 
 def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> str:
-    """The trainer's config file for this run (the token travels in the environment, not the file)."""
+    """The trainer's config file for this run. The token and the GHPO settings travel in the environment
+    (`trainer_spec`), the latter as GHPO_ALGORITHM_* like the services' (so no [ghpo] section here)."""
     lines = ["# written by `ghpo run`; edit the run config instead", ""]
     lines += toml_section("model", {"path": model_path})
-    lines += toml_section("ghpo", cfg.ghpo.model_dump())
     lines += toml_section("optim", cfg.optim.model_dump())
     lines += toml_section("deepspeed", cfg.deepspeed.model_dump())
     lines += toml_section(
@@ -187,7 +183,7 @@ def trainer_spec(cfg: RunConfig, config_path: Path, ends: Endpoints) -> ProcessS
     return ProcessSpec(
         "trainer",
         ghpo_argv("train", "--config", str(config_path)),
-        env={"GHPO_TRAINER_TOKEN": ends.token},
+        env={"GHPO_TRAINER_TOKEN": ends.token, **environment_of(cfg.ghpo)},
         ready_url=None,
         start_timeout_s=cfg.services.start_timeout_s,
     )

@@ -1,4 +1,5 @@
-"""HTTP API of the guidance broker, under /v1: plan, outcomes, prompt state, stats, snapshot/restore.
+"""HTTP API of the guidance broker, under /v1: plan, outcomes, prompt state, stats, snapshot/restore, and
+the GHPO settings it plans with (`GET /v1/algorithm`, which the rollout server compares with its own).
 
 Checks the service's own limits (batch size -> 413; ladder and escalation rules -> 422 naming the
 outcome and field) for the WHOLE batch before anything is written, then hands over to the state store.
@@ -18,6 +19,7 @@ from ghpo.services.broker.engine import MEMORY_FIELDS, BrokerState, memory_from,
 from ghpo.services.broker.metrics import DUPLICATES, PLANNED, SparsityWindow
 from ghpo.services.broker.policies import Memory, outcome_problem, plan, summarize
 from ghpo.services.broker.settings import Settings
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.errors import NotFound, PayloadTooLarge, Unprocessable
 from ghpo.shared.schemas.broker import (
     BrokerStats,
@@ -48,6 +50,13 @@ def _check_batch(n: int, settings: Settings, field: str) -> None:
         )
 
 
+@router.get("/algorithm", response_model=GHPOConfig)
+async def algorithm(request: Request) -> GHPOConfig:
+    """The GHPO settings this broker was given (GHPO_ALGORITHM_*): every component must have the same."""
+    settings, _ = _state(request)
+    return settings.ghpo
+
+
 @router.post("/plan", response_model=PlanResponse)
 async def plan_levels(body: PlanRequest, request: Request) -> PlanResponse:
     """Start and max hint level per prompt at `step`; unknown prompts are new (start at level 0)."""
@@ -65,7 +74,7 @@ async def plan_levels(body: PlanRequest, request: Request) -> PlanResponse:
     return PlanResponse(
         step=body.step,
         policy=cfg.name,
-        ladder=list(settings.hint_ladder),
+        ladder=list(settings.ghpo.hint_ladder),
         plans=[
             PromptPlan(prompt_id=pid, start_level=start, max_level=top)
             for pid, (start, top) in zip(body.prompt_ids, levels, strict=True)
@@ -78,7 +87,7 @@ async def record_outcomes(body: OutcomesRequest, request: Request) -> OutcomesRe
     """Record each prompt's groups of one step; a repeated update id is acknowledged but not re-applied."""
     settings, state = _state(request)
     _check_batch(len(body.outcomes), settings, "outcomes")
-    n_levels = len(settings.hint_ladder)
+    n_levels = len(settings.ghpo.hint_ladder)
     batch = []
     for i, o in enumerate(body.outcomes):
         results = [(r.level, r.correct, r.G) for r in o.results]
@@ -125,7 +134,7 @@ async def prompt_state(prompt_id: str, request: Request) -> PromptState:
                 correct=_opt(fields, f"c{k}") or 0,
                 wrong=_opt(fields, f"w{k}") or 0,
             )
-            for k in range(len(settings.hint_ladder) + 1)
+            for k in range(len(settings.ghpo.hint_ladder) + 1)
         ],
         last_informative_level=_opt(fields, "last_ok"),
         last_start_level=memory.last_start,
@@ -152,11 +161,11 @@ async def stats(request: Request) -> BrokerStats:
     settings, state = _state(request)
     s = await state.stats()
     get = lambda name: int(s.get(name, 0))  # noqa: E731
-    n = len(settings.hint_ladder) + 1
+    n = len(settings.ghpo.hint_ladder) + 1
     attempts, rescues = _levels(s, "att", n), _levels(s, "res", n)
     return BrokerStats(
         policy=settings.policy,
-        ladder=list(settings.hint_ladder),
+        ladder=list(settings.ghpo.hint_ladder),
         prompts=get("prompts"),
         groups=get("groups"),
         nohint_groups=get("nohint_groups"),
@@ -178,7 +187,7 @@ async def snapshot(request: Request) -> StreamingResponse:
     settings, state = _state(request)
     header = {
         "policy": settings.policy,
-        "ladder": list(settings.hint_ladder),
+        "ladder": list(settings.ghpo.hint_ladder),
         "key_prefix": settings.key_prefix,
     }
     lines = state.snapshot_lines(header)
@@ -201,4 +210,4 @@ async def restore(request: Request) -> RestoreResponse:
     """Replace the whole state with a snapshot (validated in full first; 422 naming the bad line)."""
     settings, state = _state(request)
     body = await request.body()
-    return RestoreResponse(prompts=await state.restore(body, PROMPT_ID, list(settings.hint_ladder)))
+    return RestoreResponse(prompts=await state.restore(body, PROMPT_ID, list(settings.ghpo.hint_ladder)))

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retry_after_s=settings.retry_after_s,
         )
         app.state.broker = state
-        app.state.window = SparsityWindow(settings.metrics_window_groups, len(settings.hint_ladder) + 1)
+        app.state.window = SparsityWindow(settings.metrics_window_groups, len(settings.ghpo.hint_ladder) + 1)
         try:
             yield
         finally:

@@ -1,23 +1,22 @@
 """Settings of the guidance broker (environment variables `GHPO_BROKER_*`).
 
 Where the state lives (Redis URL, or none: start a local server and say so), which policy plans hint
-levels, the ladder, group size, cold start, the `ghpo-memory` step-down rule, and the service's limits.
-Nothing here talks to Redis or HTTP.
+levels, the group size, the `ghpo-memory` step-down rule, and the service's limits. The GHPO settings it
+plans with (the ladder, the cold start) are the nested `ghpo` block every component shares, read from
+GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings). Nothing here talks to Redis or HTTP.
 """
 
 from __future__ import annotations
-
-import itertools
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ghpo.services.broker.policies import PolicyConfig, PolicyName
-from ghpo.shared.schemas.broker import MAX_BATCH_PROMPTS, MAX_GROUP_SIZE, MAX_LEVELS
-from ghpo.shared.settings import ServiceSettings
+from ghpo.shared.schemas.broker import MAX_BATCH_PROMPTS, MAX_GROUP_SIZE
+from ghpo.shared.settings import GHPOServiceSettings
 
 
-class Settings(ServiceSettings):
+class Settings(GHPOServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GHPO_BROKER_", extra="forbid", validate_default=True)
 
     port: int = Field(8102, ge=1, le=65535, description="TCP port to listen on.")
@@ -40,16 +39,9 @@ class Settings(ServiceSettings):
         description="Prefix of every Redis key (one prefix per training run if runs share a server).",
     )
     policy: PolicyName = Field("ghpo-memory", description="Hint policy: ghpo, ghpo-memory or none.")
-    hint_ladder: tuple[float, ...] = Field(
-        (0.25, 0.5, 0.75),
-        min_length=1,
-        max_length=MAX_LEVELS - 1,
-        description="Hint ratios of levels 1..L, increasing, each in (0, 1).",
-    )
     group_size: int = Field(
         8, ge=0, le=MAX_GROUP_SIZE, description="G every result must have (0: accept any G)."
     )
-    cold_start_steps: int = Field(20, ge=0, le=10**9, description="No hints while step < this.")
     step_down_accuracy: float = Field(
         0.75,
         gt=0.0,
@@ -78,20 +70,11 @@ class Settings(ServiceSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value  # GHPO_BROKER_REDIS_URL= (set but empty) means "none"
 
-    @field_validator("hint_ladder", mode="after")
-    @classmethod
-    def _ladder_increasing_in_unit_interval(cls, ladder: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0.0 < r < 1.0 for r in ladder):
-            raise ValueError(f"every hint ratio must be in (0, 1); got {list(ladder)}")
-        if any(b <= a for a, b in itertools.pairwise(ladder)):
-            raise ValueError(f"hint ratios must be strictly increasing; got {list(ladder)}")
-        return ladder
-
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(
             name=self.policy,
-            n_hint_levels=len(self.hint_ladder),
-            cold_start_steps=self.cold_start_steps,
+            n_hint_levels=len(self.ghpo.hint_ladder),
+            cold_start_steps=self.ghpo.cold_start_steps,
             step_down_accuracy=self.step_down_accuracy,
             stale_after_steps=self.stale_after_steps,
         )

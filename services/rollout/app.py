@@ -2,8 +2,10 @@
 replica pool and the producer into the shared service shell.
 
 Everything heavy (dataset load, Redis connection, the producer's tasks) starts in the lifespan, never at
-import. /readyz reports "redis" (PING) and, when the producer runs, "inference" (at least one replica
-not ejected). The producer's tasks are cancelled on shutdown; their claims expire and are drawn again by
+import. Before the producer starts, the server asks the broker for its GHPO settings and refuses to start
+(ConfigError naming each differing key and both values) when they are not its own: a ladder or cold
+start that differs would make the broker's levels mean other hints. /readyz reports "redis" (PING) and,
+when the producer runs, "inference" (at least one replica not ejected). The producer's tasks are cancelled on shutdown; their claims expire and are drawn again by
 whichever server runs next. Not here: routes (api.py), the sampling step (sampler.py).
 """
 
@@ -26,6 +28,8 @@ from ghpo.services.rollout.queue import GroupQueue
 from ghpo.services.rollout.replicas import ReplicaPool
 from ghpo.services.rollout.sampler import Sampler
 from ghpo.services.rollout.settings import Settings
+from ghpo.shared.algorithm.config import ConfigError, GHPOConfig
+from ghpo.shared.algorithm.environment import disagreement
 from ghpo.shared.app import create_service_app
 from ghpo.shared.data.records import PromptRecord
 from ghpo.shared.http import ServiceClient
@@ -45,6 +49,15 @@ def load_dataset(settings: Settings) -> list[PromptRecord]:
     result = load_prompts(settings.dataset, split=settings.dataset_split)
     log.info("dataset %s: %s", settings.dataset, result.report)
     return list(result.records)
+
+
+async def agree_with_broker(broker: ServiceClient, ours: GHPOConfig) -> None:
+    """ConfigError naming every GHPO setting in which the broker differs from this server, and both values."""
+    theirs = await broker.request_json("GET", "/v1/algorithm", response_model=GHPOConfig)
+    problem = disagreement(theirs, ours, their_name="broker", our_name="rollout")
+    if problem is not None:
+        log.error("refusing to start: %s", problem)
+        raise ConfigError(f"{problem}; give every component the same GHPO_ALGORITHM_* settings")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,18 +93,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier = ServiceClient(settings.verifier_url, token=token, **budget)
         broker = ServiceClient(settings.broker_url, token=token, **budget)
         tasks: list[asyncio.Task[None]] = []
-        if settings.producer_enabled:
-            producer = Producer(settings, records, cursor, queue, Sampler(settings, pool, verifier, broker))
-            app.state.producer = producer
-            tasks = [
-                asyncio.create_task(producer.run(), name="producer"),
-                asyncio.create_task(producer.renew_claims(), name="renew-claims"),
-                asyncio.create_task(producer.update_gauges(), name="gauges"),
-            ]
-            for task in tasks:
-                task.add_done_callback(_log_death)
-        log.info("rollout server %s: %d prompts, producer %s", owner, len(records), settings.producer_enabled)
         try:
+            if settings.producer_enabled:
+                await agree_with_broker(broker, settings.ghpo)
+                producer = Producer(settings, records, cursor, queue, Sampler(settings, pool, verifier, broker))
+                app.state.producer = producer
+                tasks = [
+                    asyncio.create_task(producer.run(), name="producer"),
+                    asyncio.create_task(producer.renew_claims(), name="renew-claims"),
+                    asyncio.create_task(producer.update_gauges(), name="gauges"),
+                ]
+                for task in tasks:
+                    task.add_done_callback(_log_death)
+            log.info(
+                "rollout server %s: %d prompts, producer %s", owner, len(records), settings.producer_enabled
+            )
             yield
         finally:
             for task in tasks:

@@ -87,7 +87,7 @@ class StepClock:
 class Sampler:
     def __init__(self, settings: Settings, pool: ReplicaPool, verifier: ServiceClient, broker: ServiceClient):
         self.settings = settings
-        self.cfg = settings.ghpo_config()
+        self.cfg = settings.ghpo
         self.pool = pool
         self.verifier = verifier
         self.broker = broker

@@ -1,25 +1,26 @@
 """Settings of the rollout server (environment variables `GHPO_ROLLOUT_*`).
 
 Where the upstream services are (inference replicas as a list of URLs or one DNS name, verifier, broker),
-where the queue lives (Redis), the dataset and its shuffling seed, the GHPO algorithm knobs (mapped onto
-`GHPOConfig`), sampling, batching, the lag bound and the timeouts. Nothing here talks to Redis or HTTP.
+where the queue lives (Redis), the dataset and its shuffling seed, sampling, batching, the lag bound and
+the timeouts. The GHPO settings (ladder, cold start, hint cut, conditioning, advantages) are the nested
+`ghpo` block every component shares, read from GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings);
+this server takes every hint cut but `token`, which needs a tokenizer it does not load. Nothing here talks
+to Redis or HTTP.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from ghpo.shared.algorithm.config import MAX_HINT_LEVELS, GHPOConfig
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.schemas.rollout import MAX_GROUP_SIZE, MAX_GROUPS_PER_BATCH
-from ghpo.shared.settings import ServiceSettings
+from ghpo.shared.settings import GHPOServiceSettings
 
 Url = str
 
 
-class Settings(ServiceSettings):
+class Settings(GHPOServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GHPO_ROLLOUT_", extra="forbid", validate_default=True)
 
     port: int = Field(8104, ge=1, le=65535, description="TCP port to listen on.")
@@ -106,15 +107,6 @@ class Settings(ServiceSettings):
     seed: int = Field(
         0, ge=0, le=2**31 - 1, description="Seed of the epoch shuffles and the generation seeds."
     )
-    # --- GHPO (see GHPOConfig for what each means)
-    hint_ladder: tuple[float, ...] = Field(
-        (0.25, 0.5, 0.75), min_length=1, max_length=MAX_HINT_LEVELS, description="Hint ratios of levels 1..L."
-    )
-    cold_start_steps: int = Field(20, ge=0, le=1_000_000, description="No hints while trainer step < this.")
-    hint_cut: Literal["char", "line"] = Field("char", description="Where the solution is cut for a hint.")
-    condition_on: Literal["hinted", "plain"] = Field("hinted", description="Prompt the group trains on.")
-    advantage_eps: float = Field(1e-4, gt=0.0, le=1.0, description="Added to the group std.")
-    scale_advantages: bool = Field(True, description="Divide advantages by the group std.")
     # --- sampling
     group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="G: completions per prompt.")
     temperature: float = Field(1.0, ge=0.0, le=10.0, description="Sampling temperature.")
@@ -135,30 +127,21 @@ class Settings(ServiceSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("hint_ladder", mode="after")
+    @field_validator("ghpo", mode="after")
     @classmethod
-    def _ladder(cls, ladder: tuple[float, ...]) -> tuple[float, ...]:
-        try:
-            GHPOConfig(hint_ladder=ladder)  # GHPOConfig's own rules: increasing, each in (0, 1)
-        except ValidationError as exc:
-            raise ValueError("; ".join(e["msg"] for e in exc.errors())) from None
-        return ladder
+    def _hint_cut_without_tokenizer(cls, ghpo: GHPOConfig) -> GHPOConfig:
+        if ghpo.hint_cut == "token":
+            raise ValueError(
+                "hint_cut 'token' needs a tokenizer, which the rollout server does not load (it cuts hints "
+                "before the inference service applies the chat template): use char or line"
+            )
+        return ghpo
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.inference_urls and self.inference_dns is None and self.producer_enabled:
             raise ValueError("give inference_urls or inference_dns (or set producer_enabled=false)")
         return self
-
-    def ghpo_config(self) -> GHPOConfig:
-        return GHPOConfig(
-            hint_ladder=self.hint_ladder,
-            cold_start_steps=self.cold_start_steps,
-            hint_cut=self.hint_cut,
-            condition_on=self.condition_on,
-            advantage_eps=self.advantage_eps,
-            scale_advantages=self.scale_advantages,
-        )
 
     @property
     def admission_groups(self) -> int:

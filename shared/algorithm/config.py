@@ -5,8 +5,14 @@ share, so that the hint ladder, the cold start and the loss settings cannot drif
 Defaults reproduce the paper / reference code (ladder 0.25/0.5/0.75, eps 1e-4, bnpo loss, clip 0.2/0.2,
 no KL) except `cold_start_steps`, which follows the paper (20) rather than the released config (0).
 
-What it deliberately does not do: read files or the environment (the trainer's config loader does that
-and passes a mapping to `GHPOConfig.from_mapping`), or hold optimiser / model hyperparameters.
+Every component takes the whole object, as one nested settings block (`ghpo`): the broker and the rollout
+server from the GHPO_ALGORITHM_* variables (environment.py), the trainer from its config file's `[ghpo]`
+section and the same variables; the ladder's length is bounded by the levels the broker's wire schema
+carries.
+
+What it deliberately does not do: read files or the environment (environment.py and the trainer's config
+loader do), or hold optimiser / model hyperparameters or service-specific knobs (the broker's policy,
+the rollout server's group size).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ghpo.shared.schemas.broker import MAX_LEVELS
+
 LossType = Literal["bnpo", "grpo", "dapo", "dr_grpo"]
 HintCut = Literal["char", "token", "line"]
 ConditionOn = Literal["hinted", "plain"]
 ImportanceLevel = Literal["token", "sequence"]
 
-MAX_HINT_LEVELS = 16
+MAX_HINT_LEVELS = MAX_LEVELS - 1  # levels 0..L travel as the broker schema's Level (0..MAX_LEVELS-1)
 
 
 class ConfigError(ValueError):

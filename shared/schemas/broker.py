@@ -1,11 +1,13 @@
 """Wire schema of the guidance broker (`/v1/plan`, `/v1/outcomes`, `/v1/prompts/{id}`, `/v1/stats`,
-`/v1/snapshot`).
+`/v1/snapshot`, `/v1/algorithm`).
 
 Hint levels are integers: 0 is the plain prompt, level k (1..len(ladder)) appends the first
 `ladder[k-1]` fraction of the worked solution. An outcome lists the groups one prompt went through in
 one step, in escalation order (e.g. level 0 all wrong, then level 1 with 3 of 8 correct). The ceilings
 here are hard caps of the API; the service checks its own (lower) limits and the ladder-dependent rules
-(level in range, escalation order) before writing anything. This module computes nothing.
+(level in range, escalation order) before writing anything. `GET /v1/algorithm` answers the broker's
+GHPO settings as a `ghpo.shared.algorithm.config.GHPOConfig` (that model is the schema; it is not
+repeated here). This module computes nothing.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ghpo.services.broker.app import create_app
 from ghpo.services.broker.settings import Settings
+from ghpo.shared.algorithm.config import GHPOConfig
 from tests.deploy.validators import DEPLOY, INSTALL_HINT
 from tests.support.prometheus import prometheus_binary, running_prometheus
 
@@ -46,7 +47,7 @@ def value(result: list[dict]) -> float:
 
 
 def test_prometheus_reads_back_the_broker_sparsity_series_it_scraped(serve_app, redis_url, tmp_path):
-    base = serve_app(create_app(Settings(redis_url=redis_url, cold_start_steps=0)))
+    base = serve_app(create_app(Settings(redis_url=redis_url, ghpo=GHPOConfig(cold_start_steps=0))))
     # Two prompts all wrong without a hint (one rescued at level 1), one solved at level 0.
     outcomes = [
         outcome("hard-1", [(0, 0), (1, 3)]),

@@ -50,6 +50,7 @@ from ghpo.services.rollout.app import create_app as create_rollout
 from ghpo.services.rollout.settings import Settings as RolloutSettings
 from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.redis_local import free_port
 from ghpo.shared.schemas.rollout import Batch
 from ghpo.shared.serving import running_app
@@ -66,6 +67,7 @@ pytestmark = pytest.mark.slow
 N = 2  # steps before the stop; the runs take 2N
 G = 4
 BATCH = 4
+GHPO = GHPOConfig(tis_cap=2.0, cold_start_steps=0)  # the broker's, the rollout server's and the trainer's
 PER_LEVEL = 6  # 12 prompts: the resume lands mid-epoch 0, step 4 crosses into epoch 1 (memory plans)
 PARAM_TOLERANCE = 1e-5
 TOKEN = "determinism-token"
@@ -115,7 +117,7 @@ def services(folder: Path, inference: str, verifier: str) -> Iterator[tuple[str,
             redis_url=redis.url,
             key_prefix="b:",
             policy="ghpo-memory",
-            cold_start_steps=0,
+            ghpo=GHPO,
             group_size=G,
             token=TOKEN,
         )
@@ -133,7 +135,7 @@ def services(folder: Path, inference: str, verifier: str) -> Iterator[tuple[str,
                 prompts_per_step=BATCH,  # one step is one batch: the same prompts are always drawn together
                 max_policy_lag=0,
                 max_tokens=48,
-                cold_start_steps=0,
+                ghpo=GHPO,
                 arith_levels=[1, 7],
                 arith_per_level=PER_LEVEL,
                 seed=3,
@@ -147,7 +149,7 @@ def config_data(model_dir: Path, checkpoints: Path, history: Path, rollout: str,
         "model": {"path": str(model_dir)},
         "optim": {"lr": 1e-3, "warmup_steps": 0},
         "deepspeed": {"micro_batch_size": 16},
-        "ghpo": {"tis_cap": 2.0, "cold_start_steps": 0},
+        "ghpo": GHPO.model_dump(),
         "run": {
             "steps": 2 * N,
             "seed": 7,

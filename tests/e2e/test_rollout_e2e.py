@@ -30,6 +30,8 @@ from ghpo.services.rollout.settings import Settings as RolloutSettings
 from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
 from ghpo.shared.algorithm.advantages import group_advantages
+from ghpo.shared.algorithm.config import GHPOConfig
+from ghpo.shared.algorithm.environment import environment_of
 from ghpo.shared.algorithm.hints import hinted_problem_at_level
 from ghpo.shared.redis_local import free_port
 from ghpo.shared.serving import running_app
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.slow
 G = 4
 BATCH = 4
 LADDER = (0.25, 0.5, 0.75)
+GHPO = GHPOConfig(hint_ladder=LADDER, cold_start_steps=0)  # the broker's and the rollout server's
 READY_TIMEOUT_S = 600
 ROLLOUT_DEFAULTS = {
     "group_size": G,
@@ -46,7 +49,6 @@ ROLLOUT_DEFAULTS = {
     "prompts_per_step": BATCH,
     "max_concurrent_steps": 2,
     "max_tokens": 160,
-    "cold_start_steps": 0,
     "arith_levels": [1, 7],  # level 1: the tiny model solves it; level 7: it does not, unhinted
     "arith_per_level": 6,
 }
@@ -78,24 +80,24 @@ def upstream(model_dir):
         yield {"inference": inf_url, "verifier": ver_url}
 
 
+def _broker(serve_app, redis_url: str, prefix: str, ghpo: GHPOConfig) -> str:
+    """A fresh broker (policy ghpo) with the GHPO settings `ghpo`; its base URL."""
+    settings = BrokerSettings(redis_url=redis_url, key_prefix=f"{prefix}b:", policy="ghpo", ghpo=ghpo, group_size=G)
+    return serve_app(create_broker(settings))
+
+
 @pytest.fixture
 def stack(upstream, redis_url, serve_app):
     """A fresh broker (policy ghpo, no cold start) and the settings a rollout server needs to use it all."""
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    broker = serve_app(
-        create_broker(
-            BrokerSettings(
-                redis_url=redis_url, key_prefix=f"{prefix}b:", policy="ghpo", cold_start_steps=0, group_size=G
-            )
-        )
-    )
     values = {
         **ROLLOUT_DEFAULTS,
         "inference_urls": [upstream["inference"]],
         "verifier_url": upstream["verifier"],
-        "broker_url": broker,
+        "broker_url": _broker(serve_app, redis_url, prefix, GHPO),
         "redis_url": redis_url,
         "key_prefix": f"{prefix}r:",
+        "ghpo": GHPO,
     }
     return values
 
@@ -176,7 +178,7 @@ def test_a_step_yields_correct_groups_and_escalates_exactly_the_all_wrong_ones(s
 
 
 def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hinted_logprobs(
-    stack, model_dir
+    stack, model_dir, serve_app, redis_url
 ):
     """The Guide-style mode: a rescued group's completions sampled under the hint come with the plain
     prompt to train on, and with the log-probs of the hinted prompt (the behaviour policy of the IS weight)."""
@@ -188,7 +190,12 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     records = {r.id: r for r in make_split("train", 6, [1, 7], seed=0)}
-    settings = RolloutSettings(**stack, max_policy_lag=0, condition_on="plain")
+    plain = GHPO.model_copy(update={"condition_on": "plain"})
+    prefix = stack["key_prefix"] + "plain:"
+    broker = _broker(serve_app, redis_url, prefix, plain)  # the same settings as the rollout server's
+    settings = RolloutSettings(
+        **{**stack, "ghpo": plain, "broker_url": broker, "key_prefix": prefix}, max_policy_lag=0
+    )
     hinted_groups = 0
     with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
         for _ in range(2):
@@ -246,7 +253,10 @@ def _spawn(stack: dict, port: int, log_path) -> subprocess.Popen:
     env = {**os.environ, "GHPO_ROLLOUT_PORT": str(port), "GHPO_ROLLOUT_ACK_TIMEOUT_S": "3"}
     env |= {"GHPO_ROLLOUT_CLAIM_TTL_S": "2", "GHPO_ROLLOUT_MAX_POLICY_LAG": "2"}
     for key, value in stack.items():
-        env[f"GHPO_ROLLOUT_{key.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        if key == "ghpo":  # the GHPO settings have their own variables, shared with the broker
+            env |= environment_of(value)
+        else:
+            env[f"GHPO_ROLLOUT_{key.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
     return subprocess.Popen(
         [sys.executable, "-m", "ghpo", "serve", "rollout"],
         env=env,

@@ -22,6 +22,7 @@ from ghpo.services.rollout.app import create_app as create_rollout
 from ghpo.services.rollout.settings import Settings as RolloutSettings
 from ghpo.services.verifier.app import create_app as create_verifier
 from ghpo.services.verifier.settings import Settings as VerifierSettings
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.serving import running_app
 from ghpo.trainer.train.checkpoint import Checkpointer, read_state
 from ghpo.trainer.train.config import parse_config
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 G = 4
 BATCH = 4
+GHPO = GHPOConfig(tis_cap=2.0, cold_start_steps=0)  # the broker's, the rollout server's and the trainer's
 
 
 def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir, redis_url, tmp_path):
@@ -40,7 +42,7 @@ def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir
         redis_url=redis_url,
         key_prefix=f"{prefix}b:",
         policy="ghpo",
-        cold_start_steps=0,
+        ghpo=GHPO,
         group_size=G,
         token=TOKEN,
     )
@@ -61,7 +63,7 @@ def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir
             batch_groups=BATCH,
             prompts_per_step=BATCH,
             max_tokens=96,
-            cold_start_steps=0,
+            ghpo=GHPO,
             arith_levels=[1, 7],
             arith_per_level=8,
             max_policy_lag=1,
@@ -86,7 +88,7 @@ def test_training_run_pulls_trains_pushes_acks_checkpoints_and_resumes(model_dir
                     "token": TOKEN,
                     "weight_bucket_bytes": 512 * 1024,
                 },
-                "ghpo": {"tis_cap": 2.0, "cold_start_steps": 0},
+                "ghpo": GHPO.model_dump(),
             }
             headers = {"Authorization": f"Bearer {TOKEN}"}
             history = run_training(parse_config(data))

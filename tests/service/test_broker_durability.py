@@ -8,6 +8,7 @@ import redis
 
 from ghpo.services.broker.app import create_app
 from ghpo.services.broker.settings import Settings
+from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.redis_local import start_local_redis
 
 
@@ -26,7 +27,7 @@ def test_redis_fixture_gives_an_empty_durable_database(redis_url):
 
 
 def test_acknowledged_outcome_survives_kill9_and_restart_from_the_aof(serve_app, fresh_redis):
-    base = serve_app(create_app(Settings(redis_url=fresh_redis.url, cold_start_steps=0)))
+    base = serve_app(create_app(Settings(redis_url=fresh_redis.url, ghpo=GHPOConfig(cold_start_steps=0))))
     client = httpx.Client(base_url=base, timeout=10)
     acked = [outcome(f"p{i}", f"u{i}", i % 8) for i in range(200)]
     r = client.post("/v1/outcomes", json={"outcomes": acked})

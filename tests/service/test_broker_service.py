@@ -11,6 +11,7 @@ import redis
 
 from ghpo.services.broker.app import create_app
 from ghpo.services.broker.settings import Settings
+from ghpo.shared.algorithm.config import GHPOConfig
 
 
 def outcome(pid, uid, results, step=1, version=0):
@@ -26,7 +27,7 @@ def outcome(pid, uid, results, step=1, version=0):
 @pytest.fixture
 def broker(serve_app, redis_url):
     def start(**kw):
-        kw.setdefault("cold_start_steps", 0)
+        kw.setdefault("ghpo", GHPOConfig(cold_start_steps=0))
         return httpx.Client(base_url=serve_app(create_app(Settings(redis_url=redis_url, **kw))), timeout=10)
 
     return start
@@ -64,7 +65,7 @@ def test_ghpo_and_none_policies_ignore_memory(broker):
 
 
 def test_cold_start_plans_no_hints(broker):
-    client = broker(policy="ghpo-memory", cold_start_steps=20)
+    client = broker(policy="ghpo-memory", ghpo=GHPOConfig(cold_start_steps=20))
     client.post("/v1/outcomes", json={"outcomes": [outcome("p", "u", [(0, 0), (1, 4)])]})
     assert starts(client, 19, ["p"]) == {"p": (0, 0)}
     assert starts(client, 20, ["p"]) == {"p": (1, 3)}

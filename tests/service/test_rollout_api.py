@@ -63,5 +63,5 @@ def test_cursor_and_policy_version_round_trip_and_versions_never_go_back(client)
 def test_settings_without_inference_replicas_name_what_is_missing():
     with pytest.raises(SettingsError, match="inference_urls or inference_dns"):
         build_settings(Settings)
-    with pytest.raises(SettingsError, match="GHPO_ROLLOUT_HINT_LADDER"):
-        build_settings(Settings, inference_urls=["http://x"], hint_ladder=(0.5, 0.25))
+    with pytest.raises(SettingsError, match="GHPO_ALGORITHM_HINT_LADDER"):
+        build_settings(Settings, inference_urls=["http://x"], ghpo={"hint_ladder": (0.5, 0.25)})

@@ -56,3 +56,26 @@ def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 1)
     assert threads(parse_run_config({})) == 1
     assert threads(parse_run_config({"services": {"trainer_threads": 4}})) == 4
+
+
+def test_ghpo_run_gives_broker_rollout_and_trainer_the_one_ghpo_section_in_the_shared_form(tmp_path):
+    from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
+    from ghpo.shared.algorithm.environment import environment_of
+    from ghpo.trainer.train.config import load_config
+
+    cfg = parse_run_config({"ghpo": {"hint_ladder": [0.2, 0.7], "condition_on": "plain", "tis_cap": 2.0}})
+    ends = Endpoints(
+        "redis://127.0.0.1:1/0", "t", dict.fromkeys(("verifier", "broker", "inference", "rollout", "trainer"), 1)
+    )
+    specs = {s.name: s for s in service_specs(cfg, tmp_path, tmp_path, ends)}
+    config_path = tmp_path / "trainer.toml"
+    config_path.write_text(trainer_toml(cfg, tmp_path, tmp_path, ends))
+    trainer = trainer_spec(cfg, config_path, ends)
+    expected = environment_of(cfg.ghpo)
+    for spec in (specs["broker"], specs["rollout"], trainer):
+        shared = {k: v for k, v in spec.env.items() if k.startswith("GHPO_ALGORITHM_")}
+        assert shared == expected, spec.name
+    for spec in specs.values():  # no component gets a GHPO setting any other way
+        assert not any(k.endswith(("_HINT_LADDER", "_COLD_START_STEPS")) for k in spec.env if "ALGORITHM" not in k)
+    assert "[ghpo]" not in config_path.read_text()
+    assert load_config(config_path, trainer.env).ghpo == cfg.ghpo

@@ -69,6 +69,39 @@ def test_token_comes_from_the_environment_when_the_file_has_none(tmp_path, monke
     assert load_config(path).services.token == "from-env"
 
 
+BARE = '[model]\npath = "m"\n[run]\nsteps = 1\ncheckpoint_dir = "ck"\n'
+
+
+def test_ghpo_settings_come_from_the_shared_variables_for_keys_the_file_leaves_out(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(BARE + "[ghpo]\nbeta = 0.1\n")
+    env = {"GHPO_ALGORITHM_HINT_LADDER": "[0.3, 0.6]", "GHPO_ALGORITHM_COLD_START_STEPS": "0"}
+    ghpo = load_config(path, env).ghpo
+    assert (ghpo.hint_ladder, ghpo.cold_start_steps, ghpo.beta) == ((0.3, 0.6), 0, 0.1)
+    assert load_config(path, {}).ghpo.hint_ladder == (0.25, 0.5, 0.75)
+
+
+def test_a_ghpo_key_set_both_ways_must_agree_and_a_disagreement_names_both_values(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(BARE + "[ghpo]\nhint_ladder = [0.25, 0.5]\ncold_start_steps = 20\n")
+    agreeing = {"GHPO_ALGORITHM_HINT_LADDER": "[0.25, 0.5]", "GHPO_ALGORITHM_COLD_START_STEPS": "20.0"}
+    assert load_config(path, agreeing).ghpo.hint_ladder == (0.25, 0.5)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {"GHPO_ALGORITHM_HINT_LADDER": "[0.25, 0.5, 0.75]"})
+    assert "ghpo.hint_ladder = [0.25, 0.5] in the file but GHPO_ALGORITHM_HINT_LADDER=[0.25, 0.5, 0.75]" in str(
+        error.value
+    )
+
+
+def test_a_bad_or_unknown_shared_variable_is_named(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(BARE)
+    with pytest.raises(ConfigError, match=r"ghpo.cold_start_steps: .*\(from GHPO_ALGORITHM_COLD_START_STEPS\)"):
+        load_config(path, {"GHPO_ALGORITHM_COLD_START_STEPS": "-1"})
+    with pytest.raises(ConfigError, match="GHPO_ALGORITHM_COLD_START is not a GHPO setting"):
+        load_config(path, {"GHPO_ALGORITHM_COLD_START": "0"})
+
+
 def test_cli_reports_the_bad_key_and_exits_2(tmp_path, capsys):
     path = tmp_path / "run.toml"
     path.write_text(

@@ -5,21 +5,27 @@ Sections (unknown sections and keys are errors, so a misspelt key never silently
 stage, precision, gradient checkpointing, micro-batch size; [run] steps, seed, checkpoints, stop rules,
 the status/metrics port; [services] the rollout server, inference replicas (a URL list and/or a DNS
 name), broker and token.
-`services.token` may instead come from $GHPO_TRAINER_TOKEN. `load_config(path)` raises `ConfigError`
-whose message names every bad key as `section.key` with what is allowed. Deliberately not here: building
-anything from the config (engine.py, loop.py).
+`services.token` may instead come from $GHPO_TRAINER_TOKEN, and the `[ghpo]` keys from the GHPO_ALGORITHM_*
+variables that the broker and the rollout server read too (ghpo.shared.algorithm.environment: a
+deployment sets them once for all three): they fill the keys the file leaves out, and a key set both ways
+to different values is an error naming both. `load_config(path)` raises `ConfigError` whose message names
+every bad key as `section.key` with what is allowed. Deliberately not here: building anything from the
+config (engine.py, loop.py).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ghpo.shared.algorithm import config as algorithm
+from ghpo.shared.algorithm import environment as algorithm_env
 from ghpo.shared.algorithm.config import GHPOConfig, allowed_range
 
 # The bearer token may come from the environment instead of the file (it is a secret).
@@ -154,7 +160,7 @@ class TrainConfig(_Section):
     services: ServicesSection = Field(default_factory=ServicesSection)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], from_env: frozenset[str]) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "<config>"
     line = f"{key}: {error['msg']}"
@@ -164,6 +170,8 @@ def _describe(error: dict[str, Any]) -> str:
         line = f"{key}: unknown key"
     elif len(loc) >= 2 and loc[0] == "ghpo" and loc[1] in GHPOConfig.model_fields:
         line += f"; allowed: {allowed_range(loc[1])}"
+        if loc[1] in from_env:
+            line += f" (from {algorithm_env.env_name(loc[1])})"
     else:
         field = _field(loc)
         if field is not None and field.description:
@@ -183,17 +191,53 @@ def _field(loc: list[str]) -> Any:
     return field
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
-    """Validate a mapping (a parsed TOML document); ConfigError naming every bad key."""
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", from_env: frozenset[str] = frozenset()
+) -> TrainConfig:
+    """Validate a mapping (a parsed TOML document); ConfigError naming every bad key (`from_env`: the
+    [ghpo] keys that came from GHPO_ALGORITHM_* variables, named as such)."""
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(error) for error in exc.errors()]
+        lines = [_describe(error, from_env) for error in exc.errors()]
         raise ConfigError(f"invalid trainer config {source}:\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    """Whether two raw values of one GHPO key mean the same setting ([0.5] and (0.5,), 20 and 20.0)."""
+    try:
+        return getattr(GHPOConfig(**{key: a}), key) == getattr(GHPOConfig(**{key: b}), key)
+    except ValidationError:
+        return a == b  # one is invalid: parse_config reports it
+
+
+def algorithm_from_environment(data: dict[str, Any], environ: Mapping[str, str], source: str) -> frozenset[str]:
+    """Lay the GHPO_ALGORITHM_* variables over the [ghpo] keys `data` leaves out; returns the keys they
+    gave. ConfigError for a variable that is no GHPO setting, or a key the file sets to another value."""
+    try:
+        values = algorithm_env.from_environment(environ)
+    except algorithm.ConfigError as exc:
+        raise ConfigError(f"invalid trainer config {source}: {exc}") from None
+    section = data.setdefault("ghpo", {}) if values else None
+    if not isinstance(section, dict):
+        return frozenset()  # no variables, or a [ghpo] that is not a table: parse_config reports it
+    for key, value in values.items():
+        if key in section and not _same_setting(key, section[key], value):
+            raise ConfigError(
+                f"invalid trainer config {source}: ghpo.{key} = {algorithm_env.env_text(section[key])} in the "
+                f"file but {algorithm_env.env_name(key)}={algorithm_env.env_text(value)} in the environment; "
+                "set it in one place"
+            )
+    added = frozenset(key for key in values if key not in section)
+    section.update({key: values[key] for key in added})
+    return added
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> TrainConfig:
+    """The config file at `path`, with the token and GHPO settings `environ` (default: this process's
+    environment) gives."""
     path = Path(path)
+    environ = os.environ if environ is None else environ
     try:
         text = path.read_text()
     except OSError as exc:
@@ -202,7 +246,8 @@ def load_config(path: str | Path) -> TrainConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"trainer config {path} is not valid TOML: {exc}") from None
-    token = os.environ.get(TOKEN_ENV)
+    token = environ.get(TOKEN_ENV)
     if token and "token" not in data.get("services", {}):  # secrets stay out of config files
         data.setdefault("services", {})["token"] = token
-    return parse_config(data, str(path))
+    from_env = algorithm_from_environment(data, environ, str(path))
+    return parse_config(data, str(path), from_env)

@@ -250,8 +250,8 @@ class Trainer:
         if theirs:
             raise TrainingStopped(
                 f"batch {batch.batch_id} has hinted groups conditioned on {', '.join(theirs)} but this trainer "
-                f"has ghpo.condition_on = {mine}: give the rollout server (GHPO_ROLLOUT_CONDITION_ON) and the "
-                f"trainer ([ghpo] condition_on) the same value"
+                f"has ghpo.condition_on = {mine}: give the rollout server and the trainer the same value "
+                f"(GHPO_ALGORITHM_CONDITION_ON, read by both)"
             )
 
     def _ack(self, batch_id: str) -> None:
