@@ -67,7 +67,9 @@ def test_smollm2_answers_a_simple_sum_with_its_chat_template(smollm2_dir):
         out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    assert "5" in answer, answer
+    # Greedy and fp32: the one answer this checkpoint gives, and it stops at the end of its turn (a lost
+    # end-of-turn token or a wrong weight shows as extra or other text, which `"5" in answer` accepted).
+    assert answer == "2 + 3 = 5", answer
 
 
 def test_models_prepare_command_prints_the_cached_folder(smollm2_dir, capsys):

@@ -4,6 +4,7 @@ Uses the shared cache (GHPO_CACHE_DIR or ~/.cache/ghpo): the first run builds th
 2 CPU cores), later runs reuse it.
 """
 
+import os
 import subprocess
 import sys
 
@@ -82,8 +83,79 @@ def test_same_seed_builds_byte_identical_weights_and_tokenizer(tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-def test_cache_key_changes_with_the_build_config():
+# The cache key names the cached model's folder (ensure_tiny_model): equal builds must share one folder
+# (across processes too: hash randomisation must not enter it), and anything that changes the weights (a
+# build setting, the build's code) must lead to another folder, or a stale model would be reused.
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 if value else 0.5
+    if isinstance(value, dict):
+        return {**value, max(value) + 1: 0.1}
+    raise TypeError(f"no changed value for {value!r}: teach _changed this field's type")
+
+
+def test_the_cache_key_changes_with_every_build_setting():
+    import dataclasses
+
     from ghpo.trainer.tiny import TinyBuildConfig
 
-    assert TinyBuildConfig(seed=0).key() == TinyBuildConfig(seed=0).key()
-    assert TinyBuildConfig(seed=0).key() != TinyBuildConfig(seed=1).key()
+    default = TinyBuildConfig()
+    keys = {"<default>": default.key()}
+    for field in dataclasses.fields(TinyBuildConfig):
+        keys[field.name] = dataclasses.replace(default, **{field.name: _changed(getattr(default, field.name))}).key()
+    assert len(set(keys.values())) == len(keys), keys  # every setting moves the key, to a key of its own
+
+
+def test_equal_configs_built_separately_share_a_key_in_another_process_too():
+    from ghpo.trainer.tiny import TinyBuildConfig
+
+    made = "TinyBuildConfig(seed=3, level_weights={2: 0.5, 1: 0.5}, lr=1e-3)"
+    here = eval(made, {"TinyBuildConfig": TinyBuildConfig})
+    assert here.key() == TinyBuildConfig(seed=3, level_weights={1: 0.5, 2: 0.5}, lr=0.001).key()
+    code = f"from ghpo.trainer.tiny import TinyBuildConfig; print({made}.key())"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another hash seed than this process's
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert there.stdout.strip() == here.key()
+
+
+def test_the_cache_key_changes_with_the_build_code_but_not_with_evaluation_code(monkeypatch):
+    from pathlib import Path
+
+    from ghpo.trainer.tiny import TinyBuildConfig
+
+    before = TinyBuildConfig().key()
+    read_bytes = Path.read_bytes
+
+    def edited(name: str):
+        return lambda path: read_bytes(path) + (b"# edited" if path.name == name else b"")
+
+    monkeypatch.setattr(Path, "read_bytes", edited("evaluate.py"))
+    assert TinyBuildConfig().key() == before  # evaluation does not change the weights
+    monkeypatch.setattr(Path, "read_bytes", edited("sft.py"))
+    assert TinyBuildConfig().key() != before
+
+
+def test_ensure_tiny_model_reuses_the_folder_of_an_equal_config_and_builds_for_another(tmp_path, monkeypatch):
+    from ghpo.trainer.tiny import TinyBuildConfig, build, ensure_tiny_model
+
+    built = []
+
+    def fake_build(config, out, log):
+        built.append(config)
+        out.mkdir(parents=True)
+        (out / "ghpo_tiny.json").write_text("{}")  # what a complete build writes last
+        return out
+
+    monkeypatch.setattr(build, "build_tiny_model", fake_build)
+    first = ensure_tiny_model(TinyBuildConfig(seed=5), cache_dir=tmp_path, log=lambda _: None)
+    again = ensure_tiny_model(TinyBuildConfig(seed=5), cache_dir=tmp_path, log=lambda _: None)
+    other = ensure_tiny_model(TinyBuildConfig(seed=5, hint_share=0.3), cache_dir=tmp_path, log=lambda _: None)
+    assert first == again != other
+    assert first.name == f"ghpo-tiny-{TinyBuildConfig(seed=5).key()}"
+    assert built == [TinyBuildConfig(seed=5), TinyBuildConfig(seed=5, hint_share=0.3)]  # reused, not rebuilt

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -209,18 +210,51 @@ def test_resume_in_a_fresh_process_gives_the_parameters_of_a_straight_run(
     assert diff <= RESUME_TOLERANCE, f"resumed run differs from the straight run by {diff}"
 
 
+class SlowSource(ListSource):
+    """Each batch is ready `delay_s` after the trainer asks for it (generation not done yet)."""
+
+    def __init__(self, batches, delay_s: float):
+        super().__init__(batches)
+        self.delay_s = delay_s
+
+    def next_batch(self, wait_s: float):
+        time.sleep(self.delay_s)
+        return super().next_batch(wait_s)
+
+
+class SlowPush:
+    """A weight sync whose every push takes `delay_s` (a replica's upload) and serves nothing at start."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s = delay_s
+        self.pushed: list[int] = []
+
+    def served_versions(self) -> dict[str, int | None]:
+        return {}
+
+    def push(self, train, version: int, *, only_behind: bool = False) -> int:
+        time.sleep(self.delay_s)
+        self.pushed.append(version)
+        return 1
+
+
 def test_each_steps_history_line_says_how_long_it_waited_trained_and_pushed(model_dir, batches, tmp_path):
+    # Distinct delays, so a timing written to the wrong field (or not measured: 0) fails too.
+    wait, push = 0.6, 0.25
     history = tmp_path / "steps.jsonl"
     config = make_config(model_dir, tmp_path, run={"steps": 3, "history_file": str(history)})
-    trainer = Trainer(build_engine(config), ListSource(batches), Checkpointer(tmp_path))
+    sync = SlowPush(push)
+    trainer = Trainer(build_engine(config), SlowSource(batches, wait), Checkpointer(tmp_path), weight_sync=sync)
     trainer.start()
     trainer.run()
 
     lines = [json.loads(line) for line in history.read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
+    assert sync.pushed == [1, 2, 3]  # one push per step, inside the step's sync time
     for line in lines:
         assert line["train_s"] > 0  # a forward and backward pass took place
-        assert line["wait_s"] >= 0 and line["sync_s"] >= 0
+        assert wait <= line["wait_s"] < wait + 10, line
+        assert push <= line["sync_s"] < wait, line
 
 
 @pytest.mark.parametrize("stage", ["deepspeed", "state", "renamed"])

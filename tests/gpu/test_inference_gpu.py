@@ -58,8 +58,8 @@ def test_gpu_update_changes_samples_and_logprobs_match_transformers(gpu_service)
     from transformers import Qwen2ForCausalLM
 
     url, model_dir = gpu_service
-    body = {"prompts": PROMPTS, "sampling": {"n": 2, "max_tokens": 16, "temperature": 0.0}}
-    before = httpx.post(f"{url}/v1/generate", json=body, headers=AUTH, timeout=300).json()
+    greedy = {"prompts": PROMPTS, "sampling": {"n": 1, "max_tokens": 16, "temperature": 0.0}}
+    before = httpx.post(f"{url}/v1/generate", json=greedy, headers=AUTH, timeout=300).json()
     weights = new_weights(model_dir, seed=1)
     with SyncServiceClient(url, token=TOKEN, timeout=120) as client:
         started = time.perf_counter()
@@ -68,11 +68,15 @@ def test_gpu_update_changes_samples_and_logprobs_match_transformers(gpu_service)
             f"HTTP weight update on GPU: {time.perf_counter() - started:.3f} s, commit {status.last_update_seconds:.3f} s"
         )
     assert status.policy_version == 1
-    body["sampling"] = {"n": 2, "max_tokens": 16, "temperature": 1.0, "seed": 0}
-    after = httpx.post(f"{url}/v1/generate", json=body, headers=AUTH, timeout=300).json()
-    assert [r["samples"][0]["token_ids"] for r in after["results"]] != [
+    # Like for like: the same greedy request before and after, so only the weights can change the answer.
+    greedy_after = httpx.post(f"{url}/v1/generate", json=greedy, headers=AUTH, timeout=300).json()
+    assert [s["policy_version"] for r in greedy_after["results"] for s in r["samples"]] == [1] * len(PROMPTS)
+    assert [r["samples"][0]["token_ids"] for r in greedy_after["results"]] != [
         r["samples"][0]["token_ids"] for r in before["results"]
     ]
+    # Sampled completions after the update carry the new weights' log-probs (checked against transformers).
+    sampled = {"prompts": PROMPTS, "sampling": {"n": 2, "max_tokens": 16, "temperature": 1.0, "seed": 0}}
+    after = httpx.post(f"{url}/v1/generate", json=sampled, headers=AUTH, timeout=300).json()
     model = Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda().eval()
     model.load_state_dict(weights, strict=False)
     worst = 0.0
