@@ -10,7 +10,7 @@ Every run stops once the rollout server has generated `--budget` completions (co
 hint rounds and dropped groups spend budget too), then evaluates and writes its report. Runs go one
 after another (the machine is small), each in `RUNS_DIR/<method>-s<seed>/`; a finished run is skipped
 and an interrupted one resumed, so the study can be stopped and started again. At the end (or with
-`--aggregate-only RUNS_DIR`, without running anything) the runs are aggregated by `ghpo.local.study`
+`--aggregate-only RUNS_DIR`, without running anything) the runs are aggregated by `ghpo.local.study_report`
 into `--out` (default docs/study/): results.json, README.md (tables, mean ± std over seeds, where GHPO
 does not win) and PNG plots.
 
@@ -35,7 +35,8 @@ from ghpo.local.config import RunConfig, parse_run_config
 from ghpo.local.report import HISTORY_FILE
 from ghpo.local.run import CONFIG_FILE
 from ghpo.local.stack import toml_document
-from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE, aggregate
+from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE
+from ghpo.local.study_report import aggregate
 
 POLICIES = {
     "grpo": ("none", False),

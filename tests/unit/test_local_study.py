@@ -14,7 +14,8 @@ from ghpo.local.config import RunConfigError, parse_run_config
 from ghpo.local.report import append_history
 from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
 from ghpo.local.stack import Endpoints, service_specs
-from ghpo.local.study import METHODS, STUDY_FILE, aggregate, run_figures, where_ghpo_does_not_win
+from ghpo.local.study import METHODS, STUDY_FILE, run_figures
+from ghpo.local.study_report import aggregate, where_ghpo_does_not_win
 
 BUDGET = 400
 G, B = 4, 4
