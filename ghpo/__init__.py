@@ -1,8 +1,9 @@
 """ghpo: Guided Hybrid Policy Optimization (arXiv 2507.10628) as a set of services and a trainer.
 
-Import layout: `ghpo.shared` (wire schemas, settings, HTTP plumbing; never imports torch),
-`ghpo.services` (verifier, broker, inference, rollout), `ghpo.trainer` (GHPO core math, models,
-DeepSpeed training). This root package only holds the `ghpo` command line.
+Import layout, in the one direction imports run: `ghpo.shared` (wire schemas, settings, HTTP plumbing,
+the torch-free GHPO algorithm and the verifier's scoring; never imports torch) <- `ghpo.services`
+(verifier, broker, inference, rollout) <- `ghpo.trainer` (the policy loss, models, DeepSpeed training,
+the weight push) <- this root package's command line (`ghpo.cli`, `ghpo.commands`, `ghpo.local`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
