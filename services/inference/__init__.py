@@ -5,6 +5,6 @@ versioned weight updates (HTTP, safetensors chunks and byte-range slices; on GPU
 `vllm_engine` is the vLLM implementation; `weights` and `slices` validate and stage pushed updates;
 `api` serves generation and HTTP updates, `nccl_api` receives NCCL updates, `runtime` is what the routes
 share. See app.py for the entry point (`create_app`). The sending side of updates is the trainer's
-(`ghpo.trainer.train.push_http`, `push_nccl`). Nothing in this package is imported by `ghpo.shared`, and
+(trainer/train/push_http.py, push_nccl.py). Nothing in this package is imported by `ghpo.shared`, and
 nothing here imports the trainer.
 """

@@ -16,7 +16,7 @@ version when there is one (the model folder at version 0, the last HTTP update),
 after a timeout (the worker is then stuck in an NCCL call that cannot be cancelled), the engine is marked
 failed: /readyz and every /v1 route answer 503 until the service is restarted, so no sample is ever
 reported under a version it was not generated with. NaN/Inf are not checked on this path (the bytes
-never leave the GPU). Not here: the trainer's side (ghpo.trainer.train.push_nccl), the HTTP updates
+never leave the GPU). Not here: the trainer's side (trainer/train/push_nccl.py), the HTTP updates
 (api.py).
 """
 

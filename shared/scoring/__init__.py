@@ -8,6 +8,6 @@ Modules:
 
 The verifier service runs these in its worker processes; the prompt loaders, evaluation, the tiny model's
 accuracy table and the benches call them directly, so every score is computed by the same code. Nothing
-here knows about processes, deadlines or HTTP (ghpo.services.verifier), and nothing imports torch.
-math-verify is imported by `answers` (and so `rewards`) only. Nothing is re-exported.
+here knows about processes, deadlines or HTTP (the verifier service, services/verifier/), and nothing
+imports torch. math-verify is imported by `answers` (and so `rewards`) only. Nothing is re-exported.
 """

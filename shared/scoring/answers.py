@@ -13,7 +13,7 @@ Pure functions over math-verify, importable anywhere (no torch, no service code)
 math-verify's own timeouts use SIGALRM, so these functions must run in the main thread of a process
 (a worker process, a script, a test). They do NOT protect against computations that never return to
 the interpreter (a C-level bignum power): only killing the process does, which is the verifier
-service's worker pool's job (ghpo.services.verifier.engine). This module deliberately knows nothing about
+service's worker pool's job (services/verifier/engine.py). This module deliberately knows nothing about
 processes or HTTP.
 """
 

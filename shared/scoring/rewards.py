@@ -5,7 +5,7 @@ outcome (computed once per item in a worker). Adding a reward is one decorated f
 pick rewards and weights by name (`{"accuracy": 1.0, "format": 0.5}`), and the item's total is the
 weighted sum. In the verifier service, rewards run inside its worker processes, so they may be slow or
 pathological on bad text without harming the service. Not here: anything that needs a model or network
-access, processes or HTTP (the verifier service, ghpo.services.verifier).
+access, processes or HTTP (the verifier service, services/verifier/).
 """
 
 from __future__ import annotations
