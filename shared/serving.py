@@ -72,4 +72,3 @@ def running_app(app: Any, *, log_level: str = "warning", **config: Any) -> Itera
             server.force_exit = True
             thread.join(SHUTDOWN_TIMEOUT_S)
         sock.close()
-

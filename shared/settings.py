@@ -104,7 +104,9 @@ class _AlgorithmEnvironment(PydanticBaseSettingsSource):
             name = f"{prefix}{key.upper()}"
             if name in os.environ:
                 where = algorithm_env.ENV_PREFIX + "<KEY>" if key == "ghpo" else algorithm_env.env_name(key)
-                raise SettingsError(f"{name} is not read: every component takes the GHPO settings from {where}")
+                raise SettingsError(
+                    f"{name} is not read: every component takes the GHPO settings from {where}"
+                )
         try:
             values = algorithm_env.from_environment(os.environ)
         except ConfigError as exc:

@@ -96,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if settings.producer_enabled:
                 await agree_with_broker(broker, settings.ghpo)
-                producer = Producer(settings, records, cursor, queue, Sampler(settings, pool, verifier, broker))
+                producer = Producer(
+                    settings, records, cursor, queue, Sampler(settings, pool, verifier, broker)
+                )
                 app.state.producer = producer
                 tasks = [
                     asyncio.create_task(producer.run(), name="producer"),

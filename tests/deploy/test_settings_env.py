@@ -61,7 +61,9 @@ def test_kubernetes_environment_names_real_settings_fields(overlay):
     for spec in pod_specs(overlay).values():
         for container in spec["containers"] + spec.get("initContainers", []):
             variables |= {e["name"] for e in container.get("env", [])}
-            variables |= {var for ref in container.get("envFrom", []) for var in maps[ref["configMapRef"]["name"]]}
+            variables |= {
+                var for ref in container.get("envFrom", []) for var in maps[ref["configMapRef"]["name"]]
+            }
     assert assert_known(variables, f"deploy/k8s ({overlay})") >= 20
 
 

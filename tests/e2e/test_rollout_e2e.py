@@ -82,7 +82,9 @@ def upstream(model_dir):
 
 def _broker(serve_app, redis_url: str, prefix: str, ghpo: GHPOConfig) -> str:
     """A fresh broker (policy ghpo) with the GHPO settings `ghpo`; its base URL."""
-    settings = BrokerSettings(redis_url=redis_url, key_prefix=f"{prefix}b:", policy="ghpo", ghpo=ghpo, group_size=G)
+    settings = BrokerSettings(
+        redis_url=redis_url, key_prefix=f"{prefix}b:", policy="ghpo", ghpo=ghpo, group_size=G
+    )
     return serve_app(create_broker(settings))
 
 

@@ -108,7 +108,9 @@ def test_the_cache_key_changes_with_every_build_setting():
     default = TinyBuildConfig()
     keys = {"<default>": default.key()}
     for field in dataclasses.fields(TinyBuildConfig):
-        keys[field.name] = dataclasses.replace(default, **{field.name: _changed(getattr(default, field.name))}).key()
+        keys[field.name] = dataclasses.replace(
+            default, **{field.name: _changed(getattr(default, field.name))}
+        ).key()
     assert len(set(keys.values())) == len(keys), keys  # every setting moves the key, to a key of its own
 
 

@@ -244,7 +244,9 @@ def test_each_steps_history_line_says_how_long_it_waited_trained_and_pushed(mode
     history = tmp_path / "steps.jsonl"
     config = make_config(model_dir, tmp_path, run={"steps": 3, "history_file": str(history)})
     sync = SlowPush(push)
-    trainer = Trainer(build_engine(config), SlowSource(batches, wait), Checkpointer(tmp_path), weight_sync=sync)
+    trainer = Trainer(
+        build_engine(config), SlowSource(batches, wait), Checkpointer(tmp_path), weight_sync=sync
+    )
     trainer.start()
     trainer.run()
 

@@ -76,7 +76,9 @@ def test_every_differing_key_is_named(broker_url):
             await agree_with_broker(broker, SHORT)  # the same settings: no complaint
             await agree_with_broker(broker, ours)
 
-    with pytest.raises(ConfigError, match="cold_start_steps=0 differs from rollout's 20; broker condition_on"):
+    with pytest.raises(
+        ConfigError, match="cold_start_steps=0 differs from rollout's 20; broker condition_on"
+    ):
         asyncio.run(check())
 
 

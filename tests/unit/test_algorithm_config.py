@@ -1,6 +1,5 @@
 """GHPOConfig: defaults from the paper/reference code, bounds, and errors that name key and range."""
 
-
 import pytest
 from pydantic import ValidationError
 
@@ -73,4 +72,3 @@ def test_config_is_immutable():
 def test_allowed_range_lists_choices_of_enumerations():
     assert allowed_range("hint_cut") == "char | token | line"
     assert allowed_range("condition_on") == "hinted | plain"
-

@@ -95,7 +95,9 @@ def _batch(seed: int):
     lengths = torch.tensor([6, 4, 0, 2])  # row 2 is an empty completion
     completion_mask = (torch.arange(MAX_COMPLETION).unsqueeze(0) < lengths.unsqueeze(1)).long()
     completion_ids = completion_ids.masked_fill(completion_mask == 0, 1)
-    advantages = torch.tensor(group_advantages([1.0, 0.0, 0.5, 1.5], eps=1e-4, scale=True), dtype=torch.float64)
+    advantages = torch.tensor(
+        group_advantages([1.0, 0.0, 0.5, 1.5], eps=1e-4, scale=True), dtype=torch.float64
+    )
     noise = 0.4 * torch.randn(4, MAX_COMPLETION, generator=gen, dtype=torch.float64)
     return prompt_ids, prompt_mask, completion_ids, completion_mask, advantages, noise
 

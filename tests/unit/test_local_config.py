@@ -65,7 +65,9 @@ def test_ghpo_run_gives_broker_rollout_and_trainer_the_one_ghpo_section_in_the_s
 
     cfg = parse_run_config({"ghpo": {"hint_ladder": [0.2, 0.7], "condition_on": "plain", "tis_cap": 2.0}})
     ends = Endpoints(
-        "redis://127.0.0.1:1/0", "t", dict.fromkeys(("verifier", "broker", "inference", "rollout", "trainer"), 1)
+        "redis://127.0.0.1:1/0",
+        "t",
+        dict.fromkeys(("verifier", "broker", "inference", "rollout", "trainer"), 1),
     )
     specs = {s.name: s for s in service_specs(cfg, tmp_path, tmp_path, ends)}
     config_path = tmp_path / "trainer.toml"
@@ -76,6 +78,8 @@ def test_ghpo_run_gives_broker_rollout_and_trainer_the_one_ghpo_section_in_the_s
         shared = {k: v for k, v in spec.env.items() if k.startswith("GHPO_ALGORITHM_")}
         assert shared == expected, spec.name
     for spec in specs.values():  # no component gets a GHPO setting any other way
-        assert not any(k.endswith(("_HINT_LADDER", "_COLD_START_STEPS")) for k in spec.env if "ALGORITHM" not in k)
+        assert not any(
+            k.endswith(("_HINT_LADDER", "_COLD_START_STEPS")) for k in spec.env if "ALGORITHM" not in k
+        )
     assert "[ghpo]" not in config_path.read_text()
     assert load_config(config_path, trainer.env).ghpo == cfg.ghpo

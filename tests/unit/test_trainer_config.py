@@ -88,15 +88,18 @@ def test_a_ghpo_key_set_both_ways_must_agree_and_a_disagreement_names_both_value
     assert load_config(path, agreeing).ghpo.hint_ladder == (0.25, 0.5)
     with pytest.raises(ConfigError) as error:
         load_config(path, {"GHPO_ALGORITHM_HINT_LADDER": "[0.25, 0.5, 0.75]"})
-    assert "ghpo.hint_ladder = [0.25, 0.5] in the file but GHPO_ALGORITHM_HINT_LADDER=[0.25, 0.5, 0.75]" in str(
-        error.value
+    assert (
+        "ghpo.hint_ladder = [0.25, 0.5] in the file but GHPO_ALGORITHM_HINT_LADDER=[0.25, 0.5, 0.75]"
+        in str(error.value)
     )
 
 
 def test_a_bad_or_unknown_shared_variable_is_named(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(BARE)
-    with pytest.raises(ConfigError, match=r"ghpo.cold_start_steps: .*\(from GHPO_ALGORITHM_COLD_START_STEPS\)"):
+    with pytest.raises(
+        ConfigError, match=r"ghpo.cold_start_steps: .*\(from GHPO_ALGORITHM_COLD_START_STEPS\)"
+    ):
         load_config(path, {"GHPO_ALGORITHM_COLD_START_STEPS": "-1"})
     with pytest.raises(ConfigError, match="GHPO_ALGORITHM_COLD_START is not a GHPO setting"):
         load_config(path, {"GHPO_ALGORITHM_COLD_START": "0"})

@@ -211,7 +211,9 @@ def _same_setting(key: str, a: Any, b: Any) -> bool:
         return a == b  # one is invalid: parse_config reports it
 
 
-def algorithm_from_environment(data: dict[str, Any], environ: Mapping[str, str], source: str) -> frozenset[str]:
+def algorithm_from_environment(
+    data: dict[str, Any], environ: Mapping[str, str], source: str
+) -> frozenset[str]:
     """Lay the GHPO_ALGORITHM_* variables over the [ghpo] keys `data` leaves out; returns the keys they
     gave. ConfigError for a variable that is no GHPO setting, or a key the file sets to another value."""
     try:
