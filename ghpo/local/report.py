@@ -2,14 +2,16 @@
 
 What it is for: a user who ran the default job should see, without Grafana, whether GHPO did its work:
 held-out accuracy per level over steps, how sparse the rewards were (difficult fraction before hints,
-zero-advantage fraction after), where the hints ended (groups by final hint level) and where a step's
-time went (waiting for generation, training, weight push).
+zero-advantage fraction after), where the hints ended (groups by final hint level), how often each hint
+level rescued an all-wrong group, plain vs hinted rollout accuracy, and where a step's time went
+(waiting for generation, training, weight push).
 
 The history is `<run_dir>/history.jsonl`, one JSON object per line, appended as the run goes (so a
 resumed run continues the same file):
     {"kind": "step", "step": 12, "elapsed_s": 81.2, "difficult_fraction": 0.4,
      "zero_advantage_fraction": 0.1, "groups_by_level": {"0": 10, "1": 4, ...},
      "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01,
+     "rescues_by_level": {"1": [12, 3], ...}, "hinted_advantage_share": 0.3,
      "wait_s": 5.1, "train_s": 2.0, "sync_s": 0.1}
     {"kind": "eval", "step": 0, "elapsed_s": 3.0, "accuracy_by_level": {"1": 0.93, ...}, "n_per_level": 60}
 Both kinds also carry `rollout`: the rollout server's all-time generation counters when the line was
@@ -111,7 +113,39 @@ def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[st
     ax.set_title("Groups by final hint level")
     ax.legend(fontsize="small")
     written.append(save_figure(fig, run_dir / "hint_levels.png"))
+
+    if any(s.get("hinted_accuracy") is not None for s in steps):
+        written.append(plot_hint_use(run_dir, steps))
     return written
+
+
+def plot_hint_use(run_dir: Path, steps: list[dict[str, Any]]) -> Path:
+    """Rollout accuracy of plain vs hinted rounds over the steps, and the rescue rate of each hint level."""
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for key, label in (
+        ("plain_accuracy", "no hint (first round)"),
+        ("hinted_accuracy", "hinted (final round)"),
+    ):
+        points = [(s["step"], s[key]) for s in steps if s.get(key) is not None]
+        if points:
+            top.plot(*zip(*points, strict=True), label=label)
+    top.set(ylabel="rollout accuracy", ylim=(-0.02, 1.02))
+    top.set_title("Plain vs hinted rollouts")
+    top.legend(fontsize="small")
+    for level in _levels(steps, "rescues_by_level"):
+        points = [
+            (s["step"], s["rescues_by_level"][level][1] / s["rescues_by_level"][level][0])
+            for s in steps
+            if s.get("rescues_by_level", {}).get(level, [0, 0])[0]
+        ]
+        if points:
+            bottom.plot(*zip(*points, strict=True), marker=".", linestyle="none", label=f"hint level {level}")
+    bottom.set(xlabel="optimizer step", ylabel="groups rescued / tried", ylim=(-0.02, 1.02))
+    bottom.set_title("Rescue rate per hint level")
+    bottom.legend(fontsize="small")
+    return save_figure(fig, Path(run_dir) / "hint_use.png")
 
 
 def save_figure(fig: Any, path: Path) -> Path:
@@ -137,6 +171,42 @@ STEP_PHASES = (
     ("train_s", "training (forward, backward, optimizer)"),
     ("sync_s", "weight push to inference, new version announced to the rollout server"),
 )
+
+
+def _rescues(steps: list[dict[str, Any]]) -> dict[str, list[int]]:
+    totals: dict[str, list[int]] = {}
+    for s in steps:
+        for level, (tried, rescued) in s.get("rescues_by_level", {}).items():
+            pair = totals.setdefault(level, [0, 0])
+            pair[0] += tried
+            pair[1] += rescued
+    return totals
+
+
+def rescue_lines(early: list[dict[str, Any]], late: list[dict[str, Any]]) -> list[str]:
+    """Per hint level: groups rescued / groups tried there, in each half of the run; and the share of the
+    advantage weight that hinted groups carried."""
+    first, second = _rescues(early), _rescues(late)
+    levels = sorted(set(first) | set(second), key=int)
+    if not levels:
+        return []
+
+    def cell(pair: list[int] | None) -> str:
+        return "—" if not pair or not pair[0] else f"{pair[1] / pair[0]:.0%} ({pair[1]}/{pair[0]})"
+
+    lines = ["", "## Hints at work", "", "| hint level | rescued / tried, first half | second half |"]
+    lines.append("|---|---|---|")
+    lines += [f"| {level} | {cell(first.get(level))} | {cell(second.get(level))} |" for level in levels]
+    shares = [
+        [s["hinted_advantage_share"] for s in half if s.get("hinted_advantage_share") is not None]
+        for half in (early, late)
+    ]
+    lines += [
+        "",
+        "Share of the advantage weight (sum of |advantage|) on hinted groups: "
+        f"{_fmt(_mean(shares[0]))} in the first half, {_fmt(_mean(shares[1]))} in the second.",
+    ]
+    return lines
 
 
 def step_time_lines(steps: list[dict[str, Any]]) -> list[str]:
@@ -189,6 +259,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
             "Groups by final hint level over the run: "
             + ", ".join(f"level {lvl}: {totals[lvl]}" for lvl in sorted(totals, key=int)),
         ]
+        lines += rescue_lines(early, late)
         lines += step_time_lines(steps)
     else:
         lines.append("No training step was recorded.")

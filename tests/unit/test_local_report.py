@@ -70,3 +70,19 @@ def test_report_gives_the_median_seconds_of_each_step_phase(tmp_path):
     assert "| waiting for the batch (generation, hints, verification not yet done) | 5.00 |" in report
     assert "| training (forward, backward, optimizer) | 2.00 |" in report
     assert "| weight push to inference, new version announced to the rollout server | 0.25 |" in report
+
+
+def test_report_gives_the_rescue_rate_of_each_hint_level_per_half_and_plots_hint_use(tmp_path):
+    rescues = [{"1": [4, 1], "2": [3, 0]}, {"1": [4, 1]}, {"1": [2, 2], "3": [1, 1]}, {"1": [2, 0]}]
+    for step, counts in enumerate(rescues, start=1):
+        record = _step(step, 0.5, {"0": 4, "1": 2}) | {"rescues_by_level": counts}
+        append_history(tmp_path, record | {"hinted_advantage_share": 0.1 * step})
+
+    report = write_report(tmp_path, {}).read_text()
+
+    assert "| 1 | 25% (2/8) | 50% (2/4) |" in report
+    assert "| 2 | 0% (0/3) | — |" in report
+    assert "| 3 | — | 100% (1/1) |" in report
+    assert "0.150 in the first half, 0.350 in the second" in report
+    assert (tmp_path / "hint_use.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![hint_use](hint_use.png)" in report

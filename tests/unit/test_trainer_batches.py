@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
-from ghpo.trainer.train.batches import batch_stats, micro_batches, trainable
+from ghpo.trainer.train.batches import (
+    batch_stats,
+    hinted_advantage_share,
+    micro_batches,
+    rescues_by_level,
+    trainable,
+)
 
 PAD = 0
 
@@ -117,3 +123,39 @@ def test_batch_stats_report_difficult_and_zero_advantage_shares():
     assert stats["difficult_fraction"] == 0.5  # g2 ended hinted
     assert stats["zero_advantage_fraction"] == 0.0
     assert stats["reward_mean"] == pytest.approx(0.0)
+
+
+def scored(gid, level, rounds, accuracies, advantages=None):
+    advantages = advantages or [0.0] * len(accuracies)
+    g = group(gid, [1], [completion([2], a) for a in advantages], level=level)
+    completions = [
+        c.model_copy(update={"accuracy": acc}) for c, acc in zip(g.completions, accuracies, strict=True)
+    ]
+    return g.model_copy(update={"generation_rounds": rounds, "completions": completions})
+
+
+def test_rescue_counts_follow_each_group_up_its_ladder():
+    batch = Batch(
+        batch_id="b2",
+        groups=[
+            scored("plain", 0, 1, [1.0, 0.0]),  # solved without a hint: no hint level tried
+            scored("at-2", 2, 3, [1.0, 0.0]),  # levels 1 and 2 tried, rescued at 2
+            scored("failed", 3, 4, [0.0, 0.0]),  # 1, 2, 3 tried, nothing rescued it
+            scored("memory", 3, 1, [0.0, 1.0]),  # started at 3 (ghpo-memory), rescued there
+        ],
+        created_at=1.0,
+    )
+    assert rescues_by_level(batch) == {"1": [2, 0], "2": [2, 1], "3": [2, 1]}
+
+
+def test_hinted_advantage_share_is_the_hinted_groups_part_of_all_absolute_advantage():
+    batch = Batch(
+        batch_id="b3",
+        groups=[
+            scored("plain", 0, 1, [1.0, 0.0], [1.0, -1.0]),
+            scored("hinted", 1, 2, [1.0, 0.0], [3.0, -3.0]),
+        ],
+        created_at=1.0,
+    )
+    assert hinted_advantage_share(batch) == pytest.approx(0.75)
+    assert hinted_advantage_share(batch.model_copy(update={"groups": batch.groups[:1]})) == 0.0

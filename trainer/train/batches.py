@@ -143,8 +143,38 @@ def batch_stats(batch: Batch) -> dict[str, float]:
     }
 
 
+def rescues_by_level(batch: Batch) -> dict[str, list[int]]:
+    """{hint level: [groups tried at it, groups it rescued]} for levels >= 1.
+
+    A group's rounds climb one level each from its start level (0 under the paper's policy, the remembered
+    level under ghpo-memory) to its final level, so the levels it tried are final - rounds + 1 .. final.
+    Every level but the final one left the group all wrong (that is why it climbed); the final one rescued
+    it when at least one completion there is right."""
+    counts: dict[int, list[int]] = {}
+    for g in batch.groups:
+        start = g.hint_level - g.generation_rounds + 1
+        for level in range(max(1, start), g.hint_level + 1):
+            tried = counts.setdefault(level, [0, 0])
+            tried[0] += 1
+            if level == g.hint_level and any(c.accuracy == 1.0 for c in g.completions):
+                tried[1] += 1
+    return {str(level): counts[level] for level in sorted(counts)}
+
+
+def hinted_advantage_share(batch: Batch) -> float | None:
+    """Share of the batch's summed |advantage| that sits on rows of hinted groups: how much of the policy
+    gradient's weight the hints supplied (None when every advantage is 0)."""
+    total = hinted = 0.0
+    for g in batch.groups:
+        weight = sum(abs(c.advantage) for c in g.completions)
+        total += weight
+        hinted += weight if g.hint_level > 0 else 0.0
+    return hinted / total if total else None
+
+
 def batch_sparsity_record(batch: Batch) -> dict[str, Any]:
-    """`batch_stats` plus groups by final hint level and the rollout accuracy without / with hints."""
+    """`batch_stats` plus groups by final hint level, the rollout accuracy without / with hints, the rescue
+    counts per hint level and the hinted share of the advantage weight."""
     groups = batch.groups
     by_level = collections.Counter(str(g.hint_level) for g in groups)
     plain = [g.plain_accuracy for g in groups if g.plain_accuracy is not None]
@@ -153,6 +183,8 @@ def batch_sparsity_record(batch: Batch) -> dict[str, Any]:
         "groups_by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]))),
         "plain_accuracy": sum(plain) / len(plain) if plain else None,
         "hinted_accuracy": sum(hinted) / len(hinted) if hinted else None,
+        "rescues_by_level": rescues_by_level(batch),
+        "hinted_advantage_share": hinted_advantage_share(batch),
     }
 
 
