@@ -30,6 +30,7 @@ from ghpo.shared.schemas.broker import MAX_LEVELS
 LossType = Literal["bnpo", "grpo", "dapo", "dr_grpo"]
 HintCut = Literal["char", "token", "line"]
 ConditionOn = Literal["hinted", "plain"]
+PlainCorrection = Literal["truncated_is", "none"]
 ImportanceLevel = Literal["token", "sequence"]
 
 MAX_HINT_LEVELS = MAX_LEVELS - 1  # levels 0..L travel as the broker schema's Level (0..MAX_LEVELS-1)
@@ -68,6 +69,12 @@ class GHPOConfig(BaseModel):
         ge=1.0,
         le=1000.0,
         description="Cap on the plain/hinted importance weight when condition_on=plain.",
+    )
+    plain_correction: PlainCorrection = Field(
+        "truncated_is",
+        description="Weight of a hinted completion trained on the plain prompt: truncated_is (per token "
+        "min(plain/hinted ratio, plain_is_cap), the Guide method) or none (weight 1: what the reference code "
+        "does to most rescued groups; biased toward the hinted policy, but the hard tokens keep their gradient).",
     )
     advantage_eps: float = Field(1e-4, gt=0.0, le=1.0, description="Added to the group std before dividing.")
     scale_advantages: bool = Field(

@@ -148,6 +148,16 @@ def test_plain_conditioning_weights_only_hinted_rows():
     torch.testing.assert_close(weights, expected)
 
 
+def test_uncorrected_plain_conditioning_gives_hinted_rows_weight_one_and_keeps_tis_for_the_rest():
+    old = torch.zeros(2, 2, dtype=torch.float64)
+    behaviour = torch.tensor([[-2.0, 0.5], [-2.0, 0.5]], dtype=torch.float64)
+    hinted = torch.tensor([True, False])
+    config = GHPOConfig(condition_on="plain", plain_correction="none", tis_cap=3.0)
+    weights = importance_weights(old, behaviour, torch.ones(2, 2), config, hinted)
+    expected = torch.tensor([[1.0, 1.0], [3.0, math.exp(-0.5)]], dtype=torch.float64)
+    torch.testing.assert_close(weights, expected)
+
+
 def test_plain_conditioning_is_off_in_hinted_mode():
     old = torch.zeros(1, 2)
     weights = importance_weights(old, None, torch.ones(1, 2), DEFAULT, torch.tensor([True]))

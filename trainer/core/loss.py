@@ -27,7 +27,9 @@ Importance weight w (detached, per token unless said otherwise), two sources, la
    `behaviour_logps` must be the log-probs of the same tokens under the hinted prompt. Then
    w_t = min(exp(old_logp_plain_t - behaviour_logp_hinted_t), plain_is_cap), always per token (a product
    over thousands of tokens would be saturated or vanishing), the per-token truncated weight of the Guide
-   method. Unhinted rows in this mode are weighted by rule 1 only.
+   method. With `plain_correction="none"` the hinted rows get weight 1 instead: the plain-prompt gradient
+   of a completion the hinted policy wrote, uncorrected, as the reference code trains most rescued groups.
+   Unhinted rows in this mode are weighted by rule 1 only.
 
 Masked positions never touch the result: their log-prob differences are zeroed before exp, so a padding
 value of -inf cannot turn into NaN. A micro-batch with no completion tokens gives loss 0 (with a graph).
@@ -95,7 +97,10 @@ def importance_weights(
         )
         weights = torch.exp(exponent).clamp(max=config.tis_cap)
     if plain_rows is not None:
-        plain_weights = torch.exp(log_diff).clamp(max=config.plain_is_cap)
+        if config.plain_correction == "none":
+            plain_weights = torch.ones_like(log_diff)
+        else:
+            plain_weights = torch.exp(log_diff).clamp(max=config.plain_is_cap)
         weights = torch.where(plain_rows, plain_weights, weights)
     return weights
 
