@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +36,17 @@ from ghpo.local.config import RunConfig, parse_run_config
 from ghpo.local.report import HISTORY_FILE
 from ghpo.local.run import CONFIG_FILE
 from ghpo.local.stack import toml_document
-from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE
+from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE, STUDY_METHODS
 from ghpo.local.study_report import aggregate
 
-POLICIES = {
-    "grpo": ("none", False),
-    "grpo-dapo": ("none", True),
-    "ghpo": ("ghpo", False),
-    "ghpo-memory": ("ghpo-memory", False),
-}
 REPORT = "report.md"
 
 
 def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, dict[str, Any]]:
-    """The run config of one (method, seed); everything but the policy and the seed is shared."""
-    policy, dynamic = POLICIES[method]
-    return {
+    """The run config of one (method, seed); everything but the method's own settings and the seed is
+    shared (`--set` applies to every method, then the method's settings win)."""
+    arm = STUDY_METHODS[method]
+    config: dict[str, dict[str, Any]] = {
         "run": {
             "steps": 10**6,  # the generation budget ends the run, not a step count
             "max_minutes": args.max_minutes,
@@ -66,14 +62,32 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
             "group_size": args.group_size,
             "batch_groups": args.batch_groups,
             "max_tokens": args.max_tokens,
-            "dynamic_sampling": dynamic,
+            "dynamic_sampling": arm.dynamic_sampling,
         },
         # What the three seeds ran: a constant lr without warm-up (they ran before `ghpo run` laid a
         # partial [optim] over its own defaults, so they got the trainer's cosine schedule, over 10**6
         # steps: constant to 1e-8, and no warm-up)
         "optim": {"lr": args.lr, "schedule": "constant", "warmup_steps": 0},
-        "services": {"broker_policy": policy},
+        "services": {"broker_policy": arm.broker_policy},
     }
+    if args.model:
+        config["model"] = {"path": str(args.model)}
+    for dotted, value in args.set.items():
+        section, _, key = dotted.partition(".")
+        config.setdefault(section, {})[key] = value
+    config.setdefault("ghpo", {}).update(dict(arm.ghpo))
+    return config
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """`section.key=value` with a TOML value (`ghpo.hint_ladder=[0.5, 0.75]`); a bare word is a string."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise SystemExit(f"--set: expected SECTION.KEY=VALUE, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
 
 
 def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,7 +109,8 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "hint ladder": list(run_defaults.ghpo.hint_ladder),
         "cold start (steps)": run_defaults.ghpo.cold_start_steps,
         "max policy lag": run_defaults.rollout.max_policy_lag,
-    }
+        "model": str(args.model) if args.model else "the tiny model",
+    } | {f"set {key}": value for key, value in args.set.items()}
 
 
 def run_one(args: argparse.Namespace, method: str, seed: int) -> None:
@@ -155,6 +170,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=40.0, help="safety limit per run")
+    parser.add_argument("--model", type=Path, help="model folder (default: the tiny model)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a run-config key for every method (TOML value, e.g. ghpo.hint_cut='\"line\"' or run.eval_every=10)",
+    )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/study"))
     parser.add_argument("--out", type=Path, default=Path("docs/study"), help="results.json, README.md, plots")
     parser.add_argument(
@@ -166,6 +189,7 @@ def main() -> None:
         help="smoke run: seed 0, budget 192, G 4, 4 groups, levels 1 2, tiny eval",
     )
     args = parser.parse_args()
+    args.set = dict(parse_setting(text) for text in args.set)
     if args.aggregate_only is not None:
         print(f"wrote {aggregate(args.aggregate_only, args.out)}")
         return

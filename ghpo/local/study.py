@@ -4,7 +4,8 @@ and their mean and spread over seeds per method.
 A study run folder is an ordinary `ghpo run` folder plus `study.json` ({"method", "seed"}, written by the
 driver). Figures come from the run's own records, read with report.py's loader (history.jsonl) and
 `end.json` (why the run stopped; the rollout server's all-time counters then):
-- held-out accuracy per level: the last evaluation (greedy, no hints) and the first (the start);
+- held-out accuracy per level: the last evaluation (greedy, no hints) and the first (the start), and every
+  evaluation by optimizer step (to compare methods at equal steps as well as at an equal budget);
 - difficult and zero-advantage fraction of *trained* batches: mean over the trainer's step lines (with
   dynamic sampling the trained batches hold no zero-advantage group by construction);
 - difficult and no-signal fraction of *sampled* groups: the rollout server's counters, over the whole run
@@ -25,19 +26,54 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ghpo.local.report import accuracy_change, load_history
 from ghpo.local.run import CONFIG_FILE, END_FILE
 
-METHOD_TEXT = {  # the README's words for each method, in the study's order
-    "grpo": "broker policy none",
-    "grpo-dapo": "none + DAPO dynamic sampling: groups whose rewards are all equal are dropped and more are drawn",
-    "ghpo": "hint ladder as in the paper",
-    "ghpo-memory": "the broker starts a prompt at the hint level it last needed",
+
+@dataclass(frozen=True)
+class Method:
+    """One arm of the study: the README's words for it and the run settings that make it."""
+
+    text: str
+    broker_policy: str
+    dynamic_sampling: bool = False
+    ghpo: tuple[tuple[str, Any], ...] = ()  # [ghpo] keys this arm sets (the rest are the run's)
+
+
+STUDY_METHODS: dict[str, Method] = {  # in the study's order
+    "grpo": Method("broker policy none", "none"),
+    "grpo-dapo": Method(
+        "none + DAPO dynamic sampling: groups whose rewards are all equal are dropped and more are drawn",
+        "none",
+        dynamic_sampling=True,
+    ),
+    "ghpo": Method(
+        "the run's [ghpo] settings with the paper's policy: every all-wrong group climbs the ladder", "ghpo"
+    ),
+    "ghpo-memory": Method("the broker starts a prompt at the hint level it last needed", "ghpo-memory"),
+    "ghpo-hinted": Method(
+        "paper's policy, rescued groups trained on the hinted prompt they were sampled from",
+        "ghpo",
+        ghpo=(("condition_on", "hinted"),),
+    ),
+    "ghpo-plain": Method(
+        "paper's policy, rescued groups trained on the plain prompt with weight 1 (the reference code)",
+        "ghpo",
+        ghpo=(("condition_on", "plain"), ("plain_correction", "none")),
+    ),
+    "ghpo-plain-is": Method(
+        "paper's policy, rescued groups trained on the plain prompt with truncated IS weights (Guide)",
+        "ghpo",
+        ghpo=(("condition_on", "plain"), ("plain_correction", "truncated_is")),
+    ),
+    "ghpo-line": Method("paper's policy, hints cut at line breaks", "ghpo", ghpo=(("hint_cut", "line"),)),
 }
-METHODS = tuple(METHOD_TEXT)
+METHOD_TEXT = {name: method.text for name, method in STUDY_METHODS.items()}
+METHODS = tuple(STUDY_METHODS)
 BASELINES = ("grpo", "grpo-dapo")
 STUDY_FILE = "study.json"
 SETTINGS_FILE = "study-settings.json"  # in the runs folder: the shared settings, for the README
@@ -127,6 +163,7 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
         "wall_time_s": (
             round(end["elapsed_s"] - end["trainer_started_s"], 2) if "trainer_started_s" in end else None
         ),
+        "accuracy_by_step": {str(e["step"]): e["accuracy_by_level"] for e in evals},
         "accuracy_curve": [
             {
                 "completions": e["rollout"]["completions_generated"],
@@ -152,13 +189,25 @@ def _spread(values: list[float]) -> dict[str, float | int]:
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
         "n": len(values),
     }
 
 
+def common_eval_step(runs: list[dict[str, Any]]) -> int | None:
+    """The largest step > 0 at which every run was evaluated: where methods that took different numbers of
+    steps for the same generation budget are compared at equal optimizer steps."""
+    shared = set.intersection(*({int(k) for k in r["accuracy_by_step"]} for r in runs)) if runs else set()
+    shared.discard(0)
+    return max(shared) if shared else None
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method: mean, sample std and n over seeds of every scalar figure and of accuracy per level."""
+    """Per method: mean, sample std, range and n over seeds of every scalar figure and of accuracy per level,
+    at the end and at the last step every run was evaluated at (`common_eval_step`)."""
     out: dict[str, dict[str, Any]] = {}
+    step = common_eval_step(runs)
     for method in [m for m in METHODS if any(r["method"] == m for r in runs)]:
         mine = [r for r in runs if r["method"] == method]
         entry: dict[str, Any] = {"seeds": sorted(r["seed"] for r in mine)}
@@ -168,5 +217,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for which in ("accuracy_start", "accuracy_final"):
             levels = sorted({lvl for r in mine for lvl in r[which]}, key=int)
             entry[which] = {lvl: _spread([r[which][lvl] for r in mine if lvl in r[which]]) for lvl in levels}
+        if step is not None:
+            at_step = [r["accuracy_by_step"][str(step)] for r in mine]
+            levels = sorted({lvl for acc in at_step for lvl in acc}, key=int)
+            entry["accuracy_equal_steps"] = {
+                "step": step,
+                "levels": {lvl: _spread([acc[lvl] for acc in at_step if lvl in acc]) for lvl in levels},
+            }
         out[method] = entry
     return out

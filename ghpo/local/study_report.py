@@ -34,6 +34,41 @@ def _pm(spread: dict[str, Any] | None, fmt: str = ".3f") -> str:
     return f"{spread['mean']:{fmt}} ± {spread['std']:{fmt}}"
 
 
+def _range(spread: dict[str, Any] | None) -> str:
+    if spread is None:
+        return "—"
+    return f"{_pm(spread)} [{spread['min']:.3f}–{spread['max']:.3f}]"
+
+
+def level_verdicts(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """Each GHPO variant against each baseline on each level's final held-out accuracy: the gain in points
+    and whether the seed ranges are apart (every seed of one above every seed of the other)."""
+    lines = []
+    for variant in _variants(summary):
+        for base in [m for m in BASELINES if m in summary]:
+            for level in _levels(summary):
+                mine = summary[variant]["accuracy_final"].get(level)
+                theirs = summary[base]["accuracy_final"].get(level)
+                if mine is None or theirs is None:
+                    continue
+                gain = 100 * (mine["mean"] - theirs["mean"])
+                if mine["min"] > theirs["max"]:
+                    apart = "seed ranges apart, GHPO above"
+                elif theirs["min"] > mine["max"]:
+                    apart = "seed ranges apart, GHPO below"
+                else:
+                    apart = "seed ranges overlap"
+                lines.append(
+                    f"- {variant} vs {base}, level {level}: {gain:+.1f} points "
+                    f"([{mine['min']:.3f}–{mine['max']:.3f}] vs [{theirs['min']:.3f}–{theirs['max']:.3f}]; {apart})"
+                )
+    return lines
+
+
+def _variants(summary: dict[str, dict[str, Any]]) -> list[str]:
+    return [m for m in summary if m not in BASELINES]
+
+
 def where_ghpo_does_not_win(summary: dict[str, dict[str, Any]]) -> list[str]:
     """Each comparison of a GHPO variant with a baseline that GHPO does not win: its mean is no better,
     or better by less than the larger of the two seed spreads (std), which 3 seeds cannot tell apart."""
@@ -42,7 +77,7 @@ def where_ghpo_does_not_win(summary: dict[str, dict[str, Any]]) -> list[str]:
         ("held-out accuracy, level " + lvl, ("accuracy_final", lvl), "higher") for lvl in _levels(summary)
     ]
     comparisons += [(label, (key,), better) for key, label, better in FIGURES if better is not None]
-    for variant in [m for m in ("ghpo", "ghpo-memory") if m in summary]:
+    for variant in _variants(summary):
         for base in [m for m in BASELINES if m in summary]:
             for label, path, better in comparisons:
                 mine, theirs = _get(summary[variant], path), _get(summary[base], path)
@@ -101,12 +136,28 @@ def render_readme(
     ]
     for method, entry in summary.items():
         start = mean_or_none([s["mean"] for s in entry["accuracy_start"].values()])
-        cells = [_pm(entry["accuracy_final"].get(lvl)) for lvl in levels]
+        cells = [_range(entry["accuracy_final"].get(lvl)) for lvl in levels]
         lines.append(
             f"| {method} | {len(entry['seeds'])} | "
             + " | ".join(cells)
             + f" | {_pm(entry['accuracy_final_mean'])} | {'—' if start is None else f'{start:.3f}'} |"
         )
+    lines += ["", "Cells: mean ± std [lowest–highest seed].", ""]
+    lines += ["## GHPO against the baselines, level by level", ""]
+    lines += level_verdicts(summary) or ["No GHPO variant and baseline to compare."]
+    equal = [e.get("accuracy_equal_steps") for e in summary.values()]
+    if all(equal) and equal:
+        step = equal[0]["step"]
+        lines += [
+            "",
+            f"## Held-out accuracy at equal optimizer steps (step {step}, the last every run reached)",
+            "",
+            "| method | " + " | ".join(f"level {lvl}" for lvl in levels) + " |",
+            "|---" * (len(levels) + 1) + "|",
+        ]
+        for method, entry in summary.items():
+            at = entry["accuracy_equal_steps"]["levels"]
+            lines.append(f"| {method} | " + " | ".join(_range(at.get(lvl)) for lvl in levels) + " |")
     lines += ["", "## Training figures", "", "| figure | " + " | ".join(summary) + " |"]
     lines.append("|---" * (len(summary) + 1) + "|")
     for key, label, better in FIGURES[1:]:

@@ -14,7 +14,7 @@ from ghpo.local.config import RunConfigError, parse_run_config
 from ghpo.local.report import append_history
 from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
 from ghpo.local.stack import Endpoints, service_specs
-from ghpo.local.study import METHODS, STUDY_FILE, run_figures
+from ghpo.local.study import METHOD_TEXT, STUDY_FILE, common_eval_step, run_figures
 from ghpo.local.study_report import aggregate, where_ghpo_does_not_win
 
 BUDGET = 400
@@ -171,7 +171,7 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
     readme = aggregate(runs, out)
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
-    assert sorted(summary) == sorted(METHODS) and len(results["runs"]) == 8
+    assert sorted(summary) == ["ghpo", "ghpo-memory", "grpo", "grpo-dapo"] and len(results["runs"]) == 8
     level1 = summary["grpo"]["accuracy_final"]["1"]
     assert level1["mean"] == pytest.approx(0.85) and level1["std"] == pytest.approx(
         statistics.stdev([0.9, 0.8])
@@ -179,7 +179,18 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
     assert level1["n"] == 2 and summary["grpo"]["seeds"] == [0, 1]
     assert summary["ghpo"]["no_signal_fraction_sampled"]["mean"] == 0.0
     text = readme.read_text()
-    assert "| grpo | 2 | 0.850 ± 0.071 | 0.250 ± 0.071 |" in text
+    assert "| grpo | 2 | 0.850 ± 0.071 [0.800–0.900] | 0.250 ± 0.071 [0.200–0.300] |" in text
+    # level by level against each baseline, with the seed ranges: ghpo's level 2 sits above every grpo seed
+    assert (
+        "- ghpo vs grpo, level 2: +36.0 points ([0.600–0.620] vs [0.200–0.300]; seed ranges apart, GHPO above)"
+        in text
+    )
+    assert (
+        "- ghpo-memory vs grpo-dapo, level 2: +10.0 points ([0.300–0.500] vs [0.250–0.350]; seed ranges overlap)"
+        in text
+    )
+    # every run was evaluated at step 3, so the methods are also compared there
+    assert "## Held-out accuracy at equal optimizer steps (step 3, the last every run reached)" in text
     assert "- ghpo-memory-s1: time budget of 120.0 min spent at step 3" in text  # not at an equal budget
     assert "- ghpo-memory-s0:" not in text
     verdicts = text.split("## Where GHPO does not win")[1]
@@ -202,8 +213,17 @@ def test_a_study_of_some_methods_describes_only_those(tmp_path):
 
     text = aggregate(runs, out).read_text()
 
-    assert "Methods: grpo (broker policy none), ghpo (hint ladder as in the paper)." in text
+    assert f"Methods: grpo (broker policy none), ghpo ({METHOD_TEXT['ghpo']})." in text
     assert "grpo-dapo" not in text and "ghpo-memory" not in text
+
+
+def test_methods_that_took_different_steps_are_compared_at_the_last_step_all_evaluated():
+    runs = [
+        {"accuracy_by_step": {"0": {}, "20": {}, "40": {}, "57": {}}},
+        {"accuracy_by_step": {"0": {}, "20": {}, "31": {}}},
+    ]
+    assert common_eval_step(runs) == 20
+    assert common_eval_step([{"accuracy_by_step": {"0": {}}}]) is None  # only the start: nothing to compare
 
 
 def test_means_that_differ_only_by_float_rounding_are_called_equal():
