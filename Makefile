@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tiny-model run test lint bench-smoke clean
+.PHONY: install tiny-model run test lint bench-smoke check-tiny-build clean
 
 # torch is installed first and pinned: the CPU wheel 2.13.0 lies on this machine's disk, while an
 # unpinned torch (or a range admitting a newer release) pulls a multi-GB CUDA build.
@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml setup.py Makefile deploy/tools/install-validators.sh
 
 install: $(STAMP)
 
-# The tiny model is cached (~/.cache/ghpo/models, or $$GHPO_CACHE_DIR): built once, on the first call.
+# The default tiny model is shipped (trainer/tiny/model); other build configs are cached
+# (~/.cache/ghpo/models, or $$GHPO_CACHE_DIR): built once, on the first call.
 tiny-model: install
 	$(BIN)/ghpo tiny build --eval-per-level 0
 
@@ -40,7 +41,11 @@ lint: install
 	$(BIN)/ruff check .
 
 test: lint tiny-model
-	$(BIN)/pytest -m "not gpu"
+	$(BIN)/pytest -m "not gpu and not build"
+
+# Rebuilds the shipped tiny model from its recipe and compares the hint tables (see docs/tiny-world.md).
+check-tiny-build: install
+	$(BIN)/pytest -m build -s
 
 # Every registered benchmark in its --quick form (CI's smoke run; figures printed, not asserted).
 bench-smoke: tiny-model

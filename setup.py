@@ -18,5 +18,6 @@ for name, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=ROOTS,
-    package_data={"": ["*.lua", "*.jinja", "*.json", "*.toml"]},
+    # The tiny model's shipped build (weights, tokenizer, its hint table) travels with the code.
+    package_data={"": ["*.lua", "*.jinja", "*.json", "*.toml"], "ghpo.trainer": ["tiny/model/*"]},
 )

@@ -26,18 +26,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ghpo.shared.algorithm.hints import hinted_problem
 from ghpo.shared.bench_results import emit
 
 QUICK = {"math_limit": 2, "arith_per_level": 1, "max_new_tokens": 32}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-HINT_PREFIX = "\n The following text is the beginning part of the answer, which you can refer to for solving the problem:\n"
 
 
 def user_turn(problem: str, solution: str | None, hint_ratio: float) -> str:
-    text = problem
-    if hint_ratio > 0 and solution:
-        text += HINT_PREFIX + solution[: round(len(solution) * hint_ratio)]
+    text = hinted_problem(problem, solution, hint_ratio) if hint_ratio > 0 and solution else problem
     return text + INSTRUCTION
 
 

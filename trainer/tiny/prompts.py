@@ -16,16 +16,11 @@ string of the algorithm doc (section 3), cut by characters. Not here: any sampli
 
 from __future__ import annotations
 
+from ghpo.shared.algorithm.hints import HINT_SEPARATOR, hinted_problem
 from ghpo.shared.data.records import PromptRecord
 
-HINT_PREFIX = "\n The following text is the beginning part of the answer, which you can refer to for solving the problem:\n"
-
-
-def hinted_problem(problem: str, solution: str, ratio: float) -> str:
-    """The problem text with the first `ratio` of `solution` (by characters) appended as a hint."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    return problem + HINT_PREFIX + solution[: round(len(solution) * ratio)]
+HINT_PREFIX = HINT_SEPARATOR  # the reference hint template's text between the problem and the cut solution
+__all__ = ["HINT_PREFIX", "assistant_target", "chat_messages", "hinted_problem"]
 
 
 def chat_messages(record: PromptRecord, hint_ratio: float = 0.0) -> list[dict[str, str]]:

@@ -1,7 +1,7 @@
-"""Supervised warm start of the tiny model on the easy arithmetic levels (CPU, fp32, deterministic).
+"""Supervised warm start of the tiny model on short arithmetic chains (CPU, fp32, deterministic).
 
 Training examples are drawn on the fly from the *train* split only (held-out problems are rejected by
-their hash), with a fixed level mixture. A share of the prompts carries a GHPO hint (a prefix of the
+their hash), from a fixed mixture of problem shapes (`arith.LevelSpec`s, on or off the ladder). A share of the prompts carries a GHPO hint (a prefix of the
 worked solution appended to the user turn) while the target stays the full completion: the model learns
 to copy the hinted steps and carry on, which is what makes guidance effective during RL. The loss covers
 assistant tokens only. Not here: caching, saving, evaluation.
@@ -9,10 +9,11 @@ assistant tokens only. Not here: caching, saving, evaluation.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
@@ -23,12 +24,13 @@ from ghpo.trainer.tiny.prompts import assistant_target, chat_messages
 HINT_RATIOS = (0.25, 0.5, 0.75)
 
 
-def sample_example(rng: random.Random, level_weights: dict[int, float], hint_share: float):
-    """One (messages, target) pair from the train split, drawn from `rng`."""
-    levels, weights = zip(*sorted(level_weights.items()), strict=True)
-    level = rng.choices(levels, weights=weights)[0]
+def sample_example(rng: random.Random, mix: Sequence[tuple[arith.LevelSpec, float]], hint_share: float):
+    """One (messages, target) pair from the train split, drawn from `rng`: a problem shape picked from
+    `mix` by weight, then (with probability `hint_share`) a hint cut from its worked solution."""
+    specs, weights = zip(*mix, strict=True)
+    index = rng.choices(range(len(specs)), weights=weights)[0]
     while True:
-        problem = arith.generate(level, rng)
+        problem = arith.generate_spec(specs[index], rng, level=index + 1)
         if arith.split_of(problem.text) == "train":
             break
     record = arith.to_record(problem)
@@ -39,10 +41,28 @@ def sample_example(rng: random.Random, level_weights: dict[int, float], hint_sha
     return chat_messages(record, hint_ratio=ratio), assistant_target(record)
 
 
+_SENTINEL = "\x00content\x00"
+
+
+@functools.lru_cache(maxsize=8)
+def _template_parts(tokenizer: PreTrainedTokenizerFast) -> tuple[str, str]:
+    """The chat template's text around a single user turn (rendered once: the template inserts the
+    content verbatim, so rendering it per example would only cost time; a test checks the two agree)."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _SENTINEL}], add_generation_prompt=True, tokenize=False
+    )
+    before, _, after = rendered.partition(_SENTINEL)
+    return before, after
+
+
 def encode(tokenizer: PreTrainedTokenizerFast, messages, target: str) -> tuple[list[int], list[int]]:
     """Token ids of prompt + target + EOS, and labels masking the prompt with -100."""
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    prompt = tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        before, after = _template_parts(tokenizer)
+        prompt_text = before + messages[0]["content"] + after
+    else:
+        prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     completion = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt + completion, [-100] * len(prompt) + completion
 
@@ -68,7 +88,7 @@ def train(
     batch_size: int,
     lr: float,
     warmup_steps: int,
-    level_weights: dict[int, float],
+    mix: Sequence[tuple[arith.LevelSpec, float]],
     hint_share: float,
     log: Callable[[str], None] = print,
 ) -> list[float]:
@@ -88,7 +108,7 @@ def train(
     start = time.monotonic()
     for step in range(steps):
         batch = [
-            encode(tokenizer, *sample_example(rng, level_weights, hint_share)) for _ in range(batch_size)
+            encode(tokenizer, *sample_example(rng, mix, hint_share)) for _ in range(batch_size)
         ]
         out = model(**collate(batch, tokenizer.pad_token_id))
         out.loss.backward()
