@@ -40,12 +40,17 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.config}: services.rollout_url is required to train (where batches come from)")
 
     from ghpo.shared.logs import configure_logging
+    from ghpo.shared.settings import SettingsError
     from ghpo.trainer.train.loop import TrainingStopped
     from ghpo.trainer.train.session import run_training
 
     configure_logging("trainer", "INFO", False)
     try:
         run_training(config)
+    except SettingsError as exc:  # the status API refused its settings (production without a strong token)
+        from ghpo.trainer.train.config import TOKEN_ENV
+
+        raise CliError(f"{exc} (the trainer's token: [services] token or ${TOKEN_ENV})") from None
     except TrainingStopped as exc:
         print(f"ghpo train: stopped: {exc}", file=sys.stderr)
         return 1
