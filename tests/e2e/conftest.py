@@ -19,8 +19,10 @@ def inference_url(model_dir):
     import torch
 
     from ghpo.local.batches import inference_service
+    from ghpo.services.inference.vllm_engine import preload
     from tests.e2e.trainer_support import TOKEN
 
+    preload()  # before any engine is on the stack: no AsyncLLM.__del__ failing at exit (see preload)
     torch.set_num_threads(1)
     with inference_service(model_dir, token=TOKEN) as url:
         yield url
