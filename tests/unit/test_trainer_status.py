@@ -12,8 +12,8 @@ import pytest
 
 from ghpo.shared.settings import ServiceSettings, SettingsError
 from ghpo.trainer.train import metrics  # noqa: F401  (registers the ghpo_trainer_* metrics)
+from ghpo.trainer.train.board import StatusBoard
 from ghpo.trainer.train.checkpoint import LATEST, STATE_FILE, Checkpointer
-from ghpo.trainer.train.loop import StatusBoard
 from ghpo.trainer.train.status import create_app, status_settings
 
 TOKEN = "status-test-token"

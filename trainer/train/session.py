@@ -9,10 +9,11 @@ import contextlib
 import signal
 import threading
 
+from ghpo.trainer.train.board import StatusBoard
 from ghpo.trainer.train.checkpoint import Checkpointer
 from ghpo.trainer.train.config import TrainConfig
 from ghpo.trainer.train.engine import build_engine
-from ghpo.trainer.train.loop import StatusBoard, Trainer
+from ghpo.trainer.train.loop import Trainer
 from ghpo.trainer.train.ranks import rank
 from ghpo.trainer.train.source import BatchSource, BrokerClient, RolloutClient
 from ghpo.trainer.train.step import StepResult

@@ -21,8 +21,8 @@ from pydantic_settings import SettingsConfigDict
 from ghpo.shared.app import create_service_app
 from ghpo.shared.schemas.trainer import CheckpointList, CheckpointRequest, TrainerStatus
 from ghpo.shared.settings import ServiceSettings, build_settings
+from ghpo.trainer.train.board import StatusBoard
 from ghpo.trainer.train.checkpoint import Checkpointer
-from ghpo.trainer.train.loop import StatusBoard
 
 router = APIRouter(prefix="/v1", tags=["trainer"])
 
