@@ -68,6 +68,8 @@ def _ghpo_run(run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+# Two runs and a Prometheus: about 7 minutes on two quiet cores, past the default 600 s on busy ones.
+@pytest.mark.timeout(1800)
 def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path):
     if prometheus_binary() is None:
         pytest.skip("no prometheus binary (deploy/tools/install-validators.sh installs it)")
