@@ -30,6 +30,8 @@ run = {{ steps = {STEPS}, max_minutes = 30, checkpoint_every = {CHECKPOINT_EVERY
 data = {{ arith_levels = [1, 2, 3], arith_per_level = 100 }}
 rollout = {{ group_size = 4, batch_groups = 4, max_tokens = 48 }}
 optim = {{ lr = 1e-4 }}
+# vLLM alone took over 300 s (the default) to start on two cores shared with other jobs.
+services = {{ start_timeout_s = 900 }}
 """
 # What to kill, and how to find its process: every needle must be in its command line (Redis names
 # itself by its address, filled in from endpoints.json).
