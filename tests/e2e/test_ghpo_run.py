@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import left_behind, new_mark, wait_while_running
+from tests.support.processes import left_behind, new_mark, stop_run, wait_while_running
 from tests.support.prometheus import prometheus_binary, running_prometheus
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def _ghpo_run(run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
 
 # Two runs and a Prometheus: about 7 minutes on two quiet cores, past the default 600 s on busy ones.
 @pytest.mark.timeout(1800)
-def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path):
+def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path, orphan_watch):
     if prometheus_binary() is None:
         pytest.skip("no prometheus binary (deploy/tools/install-validators.sh installs it)")
     config = tmp_path / "run.toml"
@@ -104,8 +104,7 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
         first.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert first.wait(120) == 130
     finally:
-        if first.poll() is None:
-            first.kill()
+        stop_run(first)
     stopped_at = _steps(run_dir)[-1]
     assert stopped_at < 20, "the run finished before Ctrl-C: the interruption was not exercised"
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
@@ -115,14 +114,14 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
     with pytest.raises(httpx.TransportError):  # every service was stopped with the run
         httpx.get(endpoints["rollout"] + "/healthz", timeout=2)
     redis = endpoints["redis"].split("//")[1].split("/")[0]  # Redis is found by its address
-    assert not (orphans := left_behind(MARK, 10.0, also=[redis])), f"alive after Ctrl-C: {orphans}"
+    assert not (orphans := left_behind(MARK, 10.0, [redis], orphan_watch)), f"alive after Ctrl-C: {orphans}"
     log_text = log.read_text()
     assert "stopping: giving the trainer up to" in log_text and "the trainer stopped cleanly" in log_text
 
     second = _ghpo_run(run_dir, log, "--resume")
     assert second.wait(900) == 0, log.read_text()[-3000:]
     redis = json.loads((run_dir / "endpoints.json").read_text())["redis"].split("//")[1].split("/")[0]
-    assert not (orphans := left_behind(MARK, 10.0, also=[redis])), f"alive after the run: {orphans}"
+    assert not (orphans := left_behind(MARK, 10.0, [redis], orphan_watch)), f"alive after the run: {orphans}"
 
     steps = _steps(run_dir)
     assert steps == list(range(1, 21)), f"every step exactly once across the interruption: {steps}"

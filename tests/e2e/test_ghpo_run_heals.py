@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import find, left_behind, new_mark, wait_while_running
+from tests.support.processes import find, left_behind, new_mark, stop_run, wait_while_running
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,9 @@ def _records(path: Path) -> list[dict]:
 
 # On two busy cores a restart of the inference service alone took 150 s (vLLM's start-up).
 @pytest.mark.timeout(2400)
-def test_run_survives_a_sigkill_of_each_process_and_trains_every_acknowledged_group_once(tmp_path):
+def test_run_survives_a_sigkill_of_each_process_and_trains_every_acknowledged_group_once(
+    tmp_path, orphan_watch
+):
     config, run_dir, log = tmp_path / "run.toml", tmp_path / "run", tmp_path / "ghpo-run.log"
     config.write_text(CONFIG)
     mark = new_mark()
@@ -110,11 +112,9 @@ def test_run_survives_a_sigkill_of_each_process_and_trains_every_acknowledged_gr
             )
         assert run.wait(900) == 0, log.read_text()[-4000:]
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        stop_run(run)
     redis_address = json.loads((run_dir / "endpoints.json").read_text())["redis"].split("//")[1].split("/")[0]
-    orphans = left_behind(mark, 10.0, also=[redis_address])
+    orphans = left_behind(mark, 10.0, [redis_address], orphan_watch)
     assert not orphans, f"alive 10 s after ghpo run returned: {orphans}"
 
     end = json.loads((run_dir / "end.json").read_text())
