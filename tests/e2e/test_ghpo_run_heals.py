@@ -75,7 +75,7 @@ def test_run_survives_a_sigkill_of_each_process_and_trains_every_acknowledged_gr
 
     killed_at = {}
     try:
-        wait_while_running(lambda: steps_done() >= 2, 600, "two training steps", run, log)
+        wait_while_running(lambda: steps_done() >= 2, 1200, "two training steps", run, log)
         redis_port = (
             json.loads((run_dir / "endpoints.json").read_text())["redis"].rsplit(":", 1)[1].split("/")[0]
         )
