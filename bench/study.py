@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ghpo.local.config import RunConfig, parse_run_config
-from ghpo.local.report import HISTORY_FILE
+from ghpo.local.history import HISTORY_FILE
 from ghpo.local.run import CONFIG_FILE
 from ghpo.local.stack import toml_document
 from ghpo.local.study import METHODS, SETTINGS_FILE, STUDY_FILE, STUDY_METHODS

@@ -2,7 +2,8 @@
 
 Every error response of every service has the body
 `{"error": {"code": str, "message": str, "field": str | null, "request_id": str}}`, whether it comes from
-our own code (a `GhpoError`), FastAPI's request validation (422, field = dotted location), routing
+our own code (a `GhpoError`), FastAPI's request validation (422, field = dotted location, or "body" with
+the JSON decoder's message and position when the body is not JSON at all), routing
 (404/405), the body-size limit (413) or an unexpected exception (500, logged with its request id).
 `Retry-After` is sent on 429 and 503. The client side (`ghpo.shared.http`) maps envelopes back to the
 same classes with `error_from_response_body`.
@@ -12,6 +13,7 @@ Deliberately no try/except helpers here: code raises a `GhpoError` subclass and 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any, ClassVar
@@ -184,11 +186,29 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
+def _json_problem(err: dict[str, Any], body: Any) -> str:
+    """The JSON decoder's own message with its position: "Expecting value: line 1 column 40 (char 39)"."""
+    loc = err.get("loc", ())
+    pos = loc[-1] if loc and isinstance(loc[-1], int) else None
+    reason = str((err.get("ctx") or {}).get("error") or err.get("msg") or "invalid JSON")
+    if pos is None:
+        return reason
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str) and pos <= len(body):
+        return str(json.JSONDecodeError(reason, body, pos))  # adds line, column and char
+    return f"{reason} (char {pos})"
+
+
 def validation_error(exc: RequestValidationError) -> Unprocessable:
-    """One 422 naming the first bad field and listing (up to 10) problems as `location: message`."""
+    """One 422 naming the first bad field and listing (up to 10) problems as `location: message`.
+    A body that is not JSON at all names the body, with the decoder's message and position."""
     errors = list(exc.errors())
     if not errors:
         return Unprocessable("request validation failed")
+    if errors[0].get("type") == "json_invalid":
+        problem = _json_problem(errors[0], getattr(exc, "body", None))
+        return Unprocessable(f"request body is not valid JSON: {problem}", field="body")
     problems = [
         f"{_location(err.get('loc', ())) or 'request'}: {err.get('msg', 'invalid')}" for err in errors[:10]
     ]

@@ -175,13 +175,18 @@ class LocalRedis:
         except OSError:
             return False
 
+    def command(self) -> list[str]:
+        """The server's command line, its data folder and config file written (for a process supervisor
+        that starts it itself: `ghpo run`)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text())
+        return [str(self.binary), str(self.config_path)]
+
     def start(self, timeout: float = START_TIMEOUT_S) -> LocalRedis:
         if self.running:
             raise LocalRedisError(f"server on port {self.port} is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
         self.process = subprocess.Popen(
-            [str(self.binary), str(self.config_path)],
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

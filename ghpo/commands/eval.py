@@ -136,6 +136,16 @@ def build_config(args: argparse.Namespace):
         max_model_len=args.max_model_len,
         verifier_workers=args.verifier_workers,
         benchmarks_dir=str(args.benchmarks_dir) if args.benchmarks_dir else None,
+        engine_log=None if args.inference_url else str(engine_log_path(args.out)),
+    )
+
+
+def engine_log_path(out: Path | None) -> Path:
+    """Where vLLM's own output goes when it runs in this process: beside the report, else in the cache."""
+    if out is not None:
+        return out.with_name(out.name + ".vllm.log")
+    return (
+        Path(os.environ.get("GHPO_CACHE_DIR") or Path.home() / ".cache" / "ghpo") / "logs" / "eval-vllm.log"
     )
 
 
@@ -143,6 +153,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from ghpo.trainer.eval.run import evaluate, print_table
 
     config = build_config(args)
+    if config.engine_log is not None:
+        from ghpo.services.inference.vllm_engine import preload
+        from ghpo.trainer.eval.generation import output_to
+
+        with output_to(Path(config.engine_log)):
+            preload()  # now, while no engine is on the stack (see preload)
+        print(f"vLLM's own output goes to {config.engine_log}", file=sys.stderr)
     if config.k > 1 and config.temperature == 0.0:
         print("note: --k > 1 at --temperature 0 draws the same greedy sample k times", file=sys.stderr)
     report = asyncio.run(

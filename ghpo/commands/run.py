@@ -1,8 +1,11 @@
 """`ghpo run`: train the tiny model (or a configured one) with GHPO on this machine, end to end.
 
 Starts Redis, inference, verifier, broker, rollout server and trainer as local processes (ghpo.local.run),
-shows progress, and writes report.md and plots in the run folder. Ctrl-C (or `kill`, SIGTERM) stops
-cleanly; `--resume` continues the same run folder from its last checkpoint.
+restarts any of them that dies (a crash loop stops the run), shows progress, and writes report.md and
+plots in the run folder. Ctrl-C (or `kill`, SIGTERM) stops cleanly: the trainer finishes its step and
+checkpoints within a grace measured from its step times; `--resume` continues the same run folder from
+its last checkpoint. Exit codes: 0 done, 1 the run stopped (a crash loop, a guardrail: the message says
+which, with the log tail), 2 bad input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"continue with: ghpo run --resume --run-dir {args.run_dir}")
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: ghpo run --resume --run-dir {args.run_dir}")
+        print(f"interrupted; continue with: ghpo run --resume --run-dir {args.run_dir}")
         return 130
     print(f"report: {report}")
     return 0

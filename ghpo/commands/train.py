@@ -1,10 +1,12 @@
 """`ghpo train --config FILE.toml`: run the GHPO trainer (DeepSpeed) against the rollout server.
 
 One process on CPU; on GPUs launch it under `deepspeed` or `torchrun` (one process per GPU), e.g.
-`torchrun --nproc_per_node 8 -m ghpo train --config run.toml`. Exit codes: 0 when run.steps were taken,
-1 when a guardrail stopped the run (non-finite loss/gradients, too many empty batches; a checkpoint of
-the last good state is written first), 2 for a bad config. Not here: the training itself
-(ghpo.trainer.train).
+`torchrun --nproc_per_node 8 -m ghpo train --config run.toml`. Exit codes: 0 when run.steps were taken
+or a stop was asked for (SIGTERM: the current step is finished and checkpointed), 2 for a bad config,
+3 (`GUARDRAIL_EXIT`) when a guardrail stopped the run (non-finite loss/gradients, too many empty batches,
+an upstream service lost for longer than services.outage_budget_s; a checkpoint of the last good state
+is written first); anything else is a crash, which a supervisor may restart (`ghpo run` does). Not
+here: the training itself (ghpo.trainer.train).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from pathlib import Path
 
 from ghpo.errors import CliError
+
+GUARDRAIL_EXIT = 3
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,13 +44,18 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.config}: services.rollout_url is required to train (where batches come from)")
 
     from ghpo.shared.logs import configure_logging
+    from ghpo.shared.settings import SettingsError
     from ghpo.trainer.train.loop import TrainingStopped
     from ghpo.trainer.train.session import run_training
 
     configure_logging("trainer", "INFO", False)
     try:
         run_training(config)
+    except SettingsError as exc:  # the status API refused its settings (production without a strong token)
+        from ghpo.trainer.train.config import TOKEN_ENV
+
+        raise CliError(f"{exc} (the trainer's token: [services] token or ${TOKEN_ENV})") from None
     except TrainingStopped as exc:
         print(f"ghpo train: stopped: {exc}", file=sys.stderr)
-        return 1
+        return GUARDRAIL_EXIT
     return 0

@@ -54,6 +54,19 @@ class RunSection(_Section):
         200, ge=1, le=100_000, description="Held-out problems per level per evaluation (level 1 has 15)."
     )
     eval_levels: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="arith levels.")
+    stop_grace_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=86_400.0,
+        description="Least time the trainer is given to finish its step and checkpoint when the run stops "
+        "(Ctrl-C, a budget); the grace is the larger of this and 2 x (median step + last checkpoint).",
+    )
+    crash_loop_restarts: int = Field(
+        3, ge=0, le=1000, description="Restarts of one process allowed within crash_loop_window_s."
+    )
+    crash_loop_window_s: float = Field(
+        300.0, gt=0.0, le=86_400.0, description="Window of the crash-loop rule; one more crash stops the run."
+    )
 
 
 class ModelSection(_Section):
@@ -94,6 +107,12 @@ class ServicesSection(_Section):
     verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
     broker_policy: str = Field("ghpo", pattern="^(ghpo|ghpo-memory|none)$", description="Hint policy.")
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")
+    outage_budget_s: float = Field(
+        600.0,
+        ge=0.0,
+        le=86_400.0,
+        description="How long the trainer waits for a service being restarted before it stops.",
+    )
     trainer_threads: int = Field(
         0,
         ge=0,

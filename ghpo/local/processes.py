@@ -1,30 +1,46 @@
-"""Start ghpo's services as child processes on loopback, wait until each is ready, stop them cleanly.
+"""Start ghpo's processes on loopback, wait until each is ready, restart the ones that die, stop them all.
 
 What it is for: `ghpo run` wires Redis, inference, verifier, broker, rollout server and trainer together on
 one machine. Each service is a real `ghpo serve <name>` process (the same entry point compose and
 Kubernetes use), with its output in `<run_dir>/logs/<name>.log`, started in dependency order and
-considered up only when its `/readyz` answers 200. A child that dies is reported with the tail of its
-log; on exit every child gets SIGTERM in reverse start order, then SIGKILL after a grace period.
+considered up only when its readiness check passes (`/readyz` answers 200, or Redis answers PING).
 
-What it deliberately does not do: restart crashed children (a crash stops the run: `--resume` carries on
-from the last checkpoint), or manage remote machines (that is what compose and Kubernetes are for).
+Every child leads its own process group (a new session), so Ctrl-C in the terminal reaches the supervisor
+alone, and everything a child starts (vLLM's engine core and workers, multiprocessing's resource tracker)
+is in that group: stopping or restarting a child ends its whole group, and nothing is left behind. On
+Linux each child also asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so a
+SIGKILLed `ghpo run` does not leave its services running: they stop as on `docker stop` (the trainer
+checkpoints).
+
+Healing: `exited()` lists children that died without being asked to; `restart()` ends what is left of the
+child's group, waits a bounded, jittered back-off (1 s doubling to 30 s, times 0.5-1) and starts the same
+command line again: same ports, same data, so the others' URLs stay valid. `RestartPolicy` says when a
+child has crashed too often (`crash_loop_restarts` restarts within `crash_loop_window_s`): then the
+caller stops the run instead. Every restart is a `Restart` record (which process, when, exit code or
+signal, back-off, seconds until ready again).
+
+What it deliberately does not do: decide what a crash means for the run (run.py and healing.py), or
+manage remote machines (that is what compose and Kubernetes are for).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 LOG_TAIL_CHARS = 2000
+PR_SET_PDEATHSIG = 1
 
 
 class ProcessFailed(RuntimeError):
@@ -36,7 +52,8 @@ class ProcessSpec:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
-    ready_url: str | None = None  # polled until 200; None: ready as soon as it runs
+    ready_url: str | None = None  # polled until 200
+    ready: Callable[[], bool] | None = None  # or this check; neither: ready as soon as it runs
     start_timeout_s: float = 120.0
 
 
@@ -45,11 +62,25 @@ def ghpo_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "ghpo", *args]
 
 
+def exit_description(code: int | None) -> str:
+    """'exited with code 3' or 'was killed by SIGKILL' (Popen reports a signal as a negative code)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 @dataclass
 class Child:
     spec: ProcessSpec
     process: subprocess.Popen[bytes]
     log_path: Path
+    started_at: float = field(default_factory=time.monotonic)
+    stopping: bool = False  # asked to stop: its exit is not a crash
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     def log_tail(self) -> str:
         try:
@@ -62,22 +93,110 @@ class Child:
         return ProcessFailed(f"{self.spec.name} {what} (log {self.log_path}):\n{self.log_tail()}")
 
 
+@dataclass(frozen=True)
+class Restart:
+    """One restart of a child that died unexpectedly."""
+
+    process: str
+    at_s: float  # seconds since the supervisor started
+    exit: str  # 'exited with code 1', 'was killed by SIGKILL'
+    back_off_s: float
+    ready_after_s: float  # from the restart decision until ready again (back-off included)
+
+    def record(self) -> dict[str, object]:
+        return {
+            "process": self.process,
+            "at_s": round(self.at_s, 2),
+            "exit": self.exit,
+            "back_off_s": round(self.back_off_s, 2),
+            "ready_after_s": round(self.ready_after_s, 2),
+        }
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Bounded, jittered back-off, and the crash-loop rule: more than `crash_loop_restarts` restarts of
+    one process within `crash_loop_window_s` seconds stop the run."""
+
+    crash_loop_restarts: int = 3
+    crash_loop_window_s: float = 300.0
+    back_off_initial_s: float = 1.0
+    back_off_max_s: float = 30.0
+
+    def back_off(self, recent: int, rng: random.Random) -> float:
+        """Seconds to wait before the restart that follows `recent` restarts inside the window."""
+        return min(self.back_off_max_s, self.back_off_initial_s * 2**recent) * rng.uniform(0.5, 1.0)
+
+    def recent(self, restarts: Sequence[Restart], name: str, now_s: float) -> int:
+        return sum(1 for r in restarts if r.process == name and now_s - r.at_s <= self.crash_loop_window_s)
+
+    def crash_loop(self, restarts: Sequence[Restart], name: str, now_s: float) -> bool:
+        return self.recent(restarts, name, now_s) >= self.crash_loop_restarts
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up once here: the pre-exec hook must not load anything
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A pre-exec hook asking for SIGTERM when `parent` dies (and exiting if it already has)."""
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died between fork and prctl
+            os._exit(1)
+
+    return hook
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal every process left in the group `pid` led (its leader may be gone already)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
 class Supervisor:
     """Owns the children of one run. Use as a context manager: leaving it stops everything."""
 
-    def __init__(self, run_dir: Path, *, stop_grace_s: float = 20.0):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        stop_grace_s: float = 20.0,
+        policy: RestartPolicy | None = None,
+        seed: int | None = None,
+    ):
         self.log_dir = Path(run_dir) / "logs"
         self.stop_grace_s = stop_grace_s
+        self.policy = policy or RestartPolicy()
         self.children: list[Child] = []
+        self.restarts: list[Restart] = []
+        self.started = time.monotonic()
+        self._rng = random.Random(seed)
 
     def start(self, spec: ProcessSpec) -> Child:
         """Start one child and block until it is ready; raise ProcessFailed with its log tail if not."""
+        child = self._spawn(spec)
+        self.children.append(child)
+        self._wait_ready(child)
+        return child
+
+    def _spawn(self, spec: ProcessSpec) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{spec.name}.log"
         env = {**os.environ, **spec.env}
         with log_path.open("ab") as log:
-            # A new session: Ctrl-C in the terminal reaches the supervisor only, which then stops the
-            # children in order instead of having them all die at once mid-request.
             process = subprocess.Popen(
                 list(spec.argv),
                 env=env,
@@ -85,45 +204,83 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
-        child = Child(spec, process, log_path)
-        self.children.append(child)
-        self._wait_ready(child)
-        return child
+        return Child(spec, process, log_path)
 
     def _wait_ready(self, child: Child) -> None:
-        if child.spec.ready_url is None:
+        spec = child.spec
+        if spec.ready_url is None and spec.ready is None:
             return
-        deadline = time.monotonic() + child.spec.start_timeout_s
+        deadline = time.monotonic() + spec.start_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while True:
                 if child.process.poll() is not None:
-                    raise child.failure(f"exited with code {child.process.returncode} before it was ready")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(child.spec.ready_url).status_code == 200:
-                        return
+                    raise child.failure(f"{exit_description(child.process.returncode)} before it was ready")
+                if spec.ready is not None and spec.ready():
+                    return
+                if spec.ready_url is not None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(spec.ready_url).status_code == 200:
+                            return
                 if time.monotonic() > deadline:
-                    raise child.failure(f"was not ready within {child.spec.start_timeout_s:.0f} s")
+                    raise child.failure(f"was not ready within {spec.start_timeout_s:.0f} s")
                 time.sleep(0.25)
 
-    def check(self) -> None:
-        """Raise ProcessFailed if any child has exited (a finished run stops its children itself)."""
-        for child in self.children:
-            if child.process.poll() is not None:
-                raise child.failure(f"exited with code {child.process.returncode}")
+    def child(self, name: str) -> Child | None:
+        """The current process of `name` (a restart replaces it)."""
+        return next((c for c in self.children if c.name == name), None)
 
-    def stop(self, child: Child) -> int | None:
-        """SIGTERM, wait the grace period, SIGKILL; returns the exit code."""
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def exited(self) -> list[Child]:
+        """Children that died without being asked to stop, in start order."""
+        return [c for c in self.children if not c.stopping and c.process.poll() is not None]
+
+    def check(self) -> None:
+        """Raise ProcessFailed if any child has exited unexpectedly."""
+        for child in self.exited():
+            raise child.failure(exit_description(child.process.returncode))
+
+    def crash_loop(self, child: Child) -> bool:
+        """Whether restarting `child` once more would exceed the crash-loop rule."""
+        return self.policy.crash_loop(self.restarts, child.name, self.elapsed())
+
+    def restart(self, child: Child) -> Restart:
+        """End what is left of a dead child's group, back off, start it again and wait until it is ready.
+        Raises ProcessFailed when the new process does not become ready."""
+        decided = time.monotonic()
+        exit_text = exit_description(child.process.returncode)
+        kill_group(child.process.pid)  # its workers (vLLM's engine core) may outlive it
+        back_off = self.policy.back_off(
+            self.policy.recent(self.restarts, child.name, self.elapsed()), self._rng
+        )
+        time.sleep(back_off)
+        with self.log_dir.joinpath(f"{child.name}.log").open("a") as log:
+            log.write(f"\n==== ghpo run: {child.name} {exit_text}; restarted after {back_off:.1f} s ====\n")
+        fresh = self._spawn(child.spec)
+        self.children[self.children.index(child)] = fresh
+        record = Restart(child.name, decided - self.started, exit_text, back_off, 0.0)
+        self.restarts.append(record)
+        self._wait_ready(fresh)
+        ready = Restart(record.process, record.at_s, exit_text, back_off, time.monotonic() - decided)
+        self.restarts[-1] = ready
+        return ready
+
+    def stop(self, child: Child, grace_s: float | None = None) -> int | None:
+        """SIGTERM to the group, wait the grace period, then SIGKILL to whatever is left of the group;
+        returns the leader's exit code."""
+        child.stopping = True
         process = child.process
         if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            kill_group(process.pid, signal.SIGTERM)
             try:
-                process.wait(self.stop_grace_s)
+                process.wait(self.stop_grace_s if grace_s is None else grace_s)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                kill_group(process.pid)
                 process.wait()
+        kill_group(process.pid)  # the leader is gone: end the workers it may have left behind
         return process.returncode
 
     def stop_all(self) -> None:

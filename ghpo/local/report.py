@@ -4,16 +4,19 @@ What it is for: a user who ran the default job should see, without Grafana, whet
 held-out accuracy per level over steps, how sparse the rewards were (difficult fraction before hints,
 zero-advantage fraction after), where the hints ended (groups by final hint level), how often each hint
 level rescued an all-wrong group, plain vs hinted rollout accuracy, and where a step's time went
-(waiting for generation, training, weight push).
+(waiting for generation, training, weight push), and which processes died and were restarted.
 
-The history is `<run_dir>/history.jsonl`, one JSON object per line, appended as the run goes (so a
-resumed run continues the same file):
+The history is `<run_dir>/history.jsonl` (history.py), one JSON object per line, appended as the run
+goes (so a resumed run continues the same file; a step redone after a resume replaces its old record):
     {"kind": "step", "step": 12, "elapsed_s": 81.2, "difficult_fraction": 0.4,
      "zero_advantage_fraction": 0.1, "groups_by_level": {"0": 10, "1": 4, ...},
      "plain_accuracy": 0.3, "hinted_accuracy": 0.2, "reward_mean": 0.4, "loss": 0.01,
      "rescues_by_level": {"1": [12, 3], ...}, "hinted_advantage_share": 0.3,
-     "wait_s": 5.1, "train_s": 2.0, "sync_s": 0.1}
+     "wait_s": 5.1, "train_s": 2.0, "sync_s": 0.1, "batch_id": "b12-...", "skipped_groups": 0,
+     "checkpoint_s": 0.4}
     {"kind": "eval", "step": 0, "elapsed_s": 3.0, "accuracy_by_level": {"1": 0.93, ...}, "n_per_level": 60}
+    {"kind": "restart", "process": "rollout", "step": 7, "at_s": 95.1, "exit": "killed by SIGKILL",
+     "back_off_s": 0.7, "ready_after_s": 6.2}
 Both kinds also carry `rollout`: the rollout server's all-time generation counters when the line was
 written (completions_generated, groups_sampled, difficult_groups, no_signal_groups, acked_groups,
 groups_dropped), so figures can be set against the generation budget (ghpo/local/study.py does).
@@ -24,33 +27,12 @@ when a plot cannot be drawn (the Markdown still says what is missing).
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-HISTORY_FILE = "history.jsonl"
-
-
-def append_history(run_dir: Path, record: Mapping[str, Any]) -> None:
-    with (Path(run_dir) / HISTORY_FILE).open("a") as out:
-        out.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def load_history(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(step records, eval records), each sorted by step; a resumed run's repeated steps keep the last."""
-    steps: dict[int, dict[str, Any]] = {}
-    evals: dict[int, dict[str, Any]] = {}
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.exists():
-        return [], []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        (steps if record["kind"] == "step" else evals)[int(record["step"])] = record
-    return [steps[k] for k in sorted(steps)], [evals[k] for k in sorted(evals)]
+from ghpo.local.history import load_history, load_restarts
 
 
 def _levels(records: Iterable[Mapping[str, Any]], key: str) -> list[str]:
@@ -221,6 +203,26 @@ def step_time_lines(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def restart_lines(restarts: list[dict[str, Any]], steps: list[dict[str, Any]]) -> list[str]:
+    """The processes that died during the run and were restarted: which, when, how, how long until ready
+    again, and until the next step was trained (the time the run lost; from the same clock)."""
+    if not restarts:
+        return []
+    lines = ["", f"## Restarts ({len(restarts)})", ""]
+    lines += [
+        "| process | at (min) | after step | how it ended | back-off s | ready after s | next step after s |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in restarts:
+        later = [s["elapsed_s"] for s in steps if s.get("elapsed_s", 0.0) > r["at_s"]]
+        next_step = f"{min(later) - r['at_s']:.1f}" if later else "—"
+        lines.append(
+            f"| {r['process']} | {r['at_s'] / 60:.1f} | {r.get('step', '—')} | {r['exit']} "
+            f"| {r['back_off_s']:.1f} | {r['ready_after_s']:.1f} | {next_step} |"
+        )
+    return lines
+
+
 def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Write `<run_dir>/report.md` (and the plots) from the history; `summary` holds run facts to print."""
     run_dir = Path(run_dir)
@@ -263,6 +265,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
         lines += step_time_lines(steps)
     else:
         lines.append("No training step was recorded.")
+    lines += restart_lines(load_restarts(run_dir), steps)
     try:
         plots = plot_history(run_dir, steps, evals) if steps or evals else []
     except ImportError as exc:  # matplotlib is an optional extra

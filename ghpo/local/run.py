@@ -3,42 +3,51 @@
 Order: Redis (data in the run folder, so a resume finds the queue, the cursor and the broker state) ->
 verifier, broker, inference, rollout server (`ghpo serve <name>`, each ready on /readyz) -> held-out
 evaluation of the starting weights -> trainer (`ghpo train`), which pulls batches, trains, pushes weights
-and checkpoints. While it trains, the trainer's per-step lines are copied into `history.jsonl`, the
-progress bar shows step, held-out accuracy, difficult fraction and hint levels, and the held-out set is
-evaluated every `run.eval_every` steps through the same inference service (greedy, no hints). The run
-ends when the trainer has taken `run.steps` steps, the time budget is spent, or the rollout server has
-generated `run.max_rollouts` completions (the generation budget: equal budgets compare methods fairly);
-then the trainer is asked to stop and checkpoints, and a final evaluation, `end.json` (why it stopped,
-the rollout server's final counters), `report.md` and the plots follow. Every history line carries the
-rollout server's generation counters when it was written (`rollout`), so figures can be set against
-completions generated rather than steps.
+and checkpoints. While it trains, the watch loop (once a second) heals (healing.py: a process that dies
+is restarted on its port, the trainer from its latest checkpoint; a crash loop stops the run), copies
+the trainer's step lines into `history.jsonl` (history.py: a redone step replaces its old record), shows
+progress (progress.py), warns when batches have nothing trainable, and evaluates the held-out set every
+`run.eval_every` steps through the same inference service (greedy, no hints). The run ends when the
+trainer has taken `run.steps` steps, the time budget is spent, or the rollout server has generated
+`run.max_rollouts` completions (the generation budget: equal budgets compare methods fairly); then the
+trainer is asked to stop and given a grace measured from its step and checkpoint times (stopping.py),
+and a final evaluation, `end.json` (why it stopped, the restarts, the rollout server's final counters),
+`report.md` and the plots follow. Every history line carries the rollout server's generation counters
+when it was written (`rollout`), so figures can be set against completions generated rather than steps.
 
-Ctrl-C stops the trainer first (it checkpoints on SIGTERM), then the services in reverse order;
-`ghpo run --resume` carries on from the last checkpoint with the same run folder.
-What it deliberately does not do: restart a crashed component (the run stops and says which one, with
-the tail of its log; `--resume` continues), or run on several machines (compose, Kubernetes).
+Ctrl-C (or SIGTERM) stops the trainer the same way, then the services in reverse order; `ghpo run
+--resume` carries on from the last checkpoint with the same run folder. Every process and everything it
+started is ended when `ghpo run` returns (processes.py). What it deliberately does not do: run on several
+machines (compose, Kubernetes), or restart a process that keeps crashing (the run stops and says which,
+with the tail of its log; `--resume` continues once it is fixed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ghpo.local.config import RunConfig
-from ghpo.local.processes import Child, Supervisor
-from ghpo.local.report import append_history, load_history, write_report
-from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
+from ghpo.local.healing import TRAINER, CrashLoop, heal
+from ghpo.local.history import HistoryCopy, append_history, load_history, trained_groups
+from ghpo.local.processes import RestartPolicy, Supervisor
+from ghpo.local.progress import RunView
+from ghpo.local.report import write_report
+from ghpo.local.stack import Endpoints, redis_spec, service_specs, trainer_spec, trainer_toml
+from ghpo.local.stopping import stop_grace, stopped_line, stopping_line
+from ghpo.shared.errors import GhpoError
 from ghpo.shared.http import SyncServiceClient
-from ghpo.shared.redis_local import LocalRedis
 from ghpo.shared.schemas.rollout import RolloutStatus
+from ghpo.shared.schemas.trainer import TrainerStatus
 
 CONFIG_FILE = "run-config.json"
-TRAINER_STEPS_FILE = "trainer-steps.jsonl"
 ENDPOINTS_FILE = "endpoints.json"
 END_FILE = "end.json"
+POLL_S = 1.0
 
 
 class RunError(RuntimeError):
@@ -85,7 +94,7 @@ def evaluate_heldout(cfg: RunConfig, ends: Endpoints) -> dict[str, float]:
 
 
 def rollout_counters(client: SyncServiceClient) -> dict[str, Any]:
-    """The rollout server's all-time generation counters (durable in Redis: a resume continues them)."""
+    """The rollout server's generation counters (durable in Redis: a resume continues them)."""
     status = client.request_json("GET", "/v1/status", response_model=RolloutStatus)
     return {
         "completions_generated": status.completions_generated,
@@ -109,171 +118,183 @@ def stop_reason(
     return None
 
 
-class TrainerSteps:
-    """Reads the trainer's per-step lines as they are appended (a resumed trainer appends more)."""
+class LocalRun:
+    """One invocation of `ghpo run` once its processes are up: the watch loop and the ways it ends."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
+    def __init__(self, cfg: RunConfig, run_dir: Path, sup: Supervisor, ends: Endpoints, view: RunView):
+        self.cfg, self.run_dir, self.sup, self.ends, self.view = cfg, run_dir, sup, ends, view
+        self.started = sup.started  # one clock for steps, evaluations and restarts: since the start
+        self.copy = HistoryCopy(run_dir)
+        self.counters: dict[str, Any] = {}
+        self.eval_failed: int | None = None
+        # Short budgets: a service being restarted must not hold the loop up (its figures wait a second).
+        self.rollout = SyncServiceClient(
+            ends.url("rollout"), token=ends.token, timeout=5.0, total_budget=5.0, max_attempts=2
+        )
+        self.trainer_api = SyncServiceClient(
+            ends.url("trainer"), token=ends.token, timeout=2.0, total_budget=2.0, max_attempts=1
+        )
 
-    def new_records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open() as f:
-            f.seek(self.offset)
-            text = f.read()
-        complete, _, _partial = text.rpartition("\n")  # a line being written is read next time
-        if not complete:
-            return []
-        self.offset += len(complete) + 1
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    def close(self) -> None:
+        self.rollout.close()
+        self.trainer_api.close()
 
+    # ---- figures
+    def refresh_counters(self) -> dict[str, Any]:
+        with contextlib.suppress(GhpoError):  # being restarted: keep the last figures
+            self.counters = rollout_counters(self.rollout)
+        return self.counters
 
-def _summary_line(step: int, steps: int, accuracy: dict[str, float], last: dict[str, Any] | None) -> str:
-    acc = " ".join(f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: int(kv[0])))
-    if last is None:
-        return f"step {step}/{steps} | held-out {acc}"
-    levels = " ".join(
-        f"{lvl}:{n}" for lvl, n in sorted(last["groups_by_level"].items(), key=lambda kv: int(kv[0]))
-    )
-    return (
-        f"step {step}/{steps} | held-out {acc} | difficult {last['difficult_fraction']:.0%} "
-        f"| zero-adv {last['zero_advantage_fraction']:.0%} | hint levels {levels}"
-    )
+    def copy_steps(self) -> list[dict[str, Any]]:
+        before = self.copy.last_step
+        extra = {"elapsed_s": round(time.monotonic() - self.started, 2), "rollout": self.counters}
+        records = self.copy.copy(extra)
+        if records and records[0]["step"] <= before:
+            self.view.rolled_back(records[0]["step"] - 1)
+        return records
+
+    def accuracy(self) -> dict[str, float]:
+        _, evals = load_history(self.run_dir)
+        return evals[-1]["accuracy_by_level"] if evals else {}
+
+    def evaluate(self, step: int) -> dict[str, float] | None:
+        """Evaluate and record the held-out set at `step`; None when a service it needs is down."""
+        try:
+            accuracy = evaluate_heldout(self.cfg, self.ends)
+        except Exception as exc:  # a service being restarted: the next poll tries again
+            if self.eval_failed != step:
+                self.view.note(f"held-out evaluation at step {step} failed ({type(exc).__name__}); retrying")
+            self.eval_failed = step
+            return None
+        self.eval_failed = None
+        elapsed = round(time.monotonic() - self.started, 2)
+        record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
+        append_history(self.run_dir, record | {"rollout": self.counters})
+        return accuracy
+
+    def eval_due(self, step: int) -> bool:
+        _, evals = load_history(self.run_dir)
+        last_eval = evals[-1]["step"] if evals else -1
+        every = self.cfg.run.eval_every
+        return step < self.cfg.run.steps and step >= (last_eval // every + 1) * every
+
+    def empty_batches(self) -> None:
+        try:
+            status = self.trainer_api.request_json("GET", "/v1/status", response_model=TrainerStatus)
+        except GhpoError:
+            return
+        self.view.empty_batches(status.consecutive_empty_batches)
+
+    # ---- the loop
+    def watch(self) -> str | None:
+        """Heal, copy, show, evaluate until the trainer ends or a budget is spent; returns the stop reason
+        (None: the trainer finished by itself)."""
+        deadline = self.started + 60 * self.cfg.run.max_minutes
+        while True:
+            ended = heal(self.sup, self.run_dir, self.copy.last_step, self.view.note)
+            if ended is not None:
+                code = ended.process.returncode
+                if code != 0:
+                    raise ended.failure(f"exited with code {code}")
+                return None
+            self.refresh_counters()
+            self.view.steps_done(self.copy_steps(), self.accuracy())
+            step = self.copy.last_step
+            if self.eval_due(step) and (accuracy := self.evaluate(step)) is not None:
+                self.view.held_out(step, accuracy)
+            self.empty_batches()
+            now = time.monotonic()
+            if self.counters and (reason := stop_reason(self.cfg, step, self.counters, now, deadline)):
+                return reason
+            time.sleep(POLL_S)
+
+    def stop_trainer(self) -> None:
+        """SIGTERM with a grace measured from the trainer's own step and checkpoint times; says what it
+        left (and what was lost if the trainer had to be killed)."""
+        trainer = self.sup.child(TRAINER)
+        if trainer is None or trainer.process.poll() is not None:
+            return
+        steps, _ = load_history(self.run_dir)
+        grace = stop_grace(self.cfg.run.stop_grace_s, steps)
+        self.view.note(stopping_line(grace, self.copy.last_step))
+        self.sup.stop(trainer, grace.seconds)
+        killed = trainer.process.returncode is not None and trainer.process.returncode < 0
+        self.refresh_counters()
+        self.copy_steps()
+        self.view.note(stopped_line(self.run_dir, self.copy.last_step, killed, grace))
+
+    def write_end(self, reason: str, **extra: Any) -> dict[str, Any]:
+        steps, _ = load_history(self.run_dir)
+        trained, skipped = trained_groups(steps)
+        end = {
+            "stop_reason": reason,
+            "step": self.copy.last_step,
+            "elapsed_s": round(time.monotonic() - self.started, 2),
+            "restarts": [r.record() for r in self.sup.restarts],
+            "groups_trained": trained,
+            "groups_skipped": skipped,
+            "rollout": self.counters,
+            **extra,
+        }
+        (self.run_dir / END_FILE).write_text(json.dumps(end, indent=2))
+        return end
 
 
 def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print) -> Path:
-    """Run (or resume) the local system; returns the report's path. Raises RunError or ProcessFailed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run (or resume) the local system; returns the report's path. Raises RunError or ProcessFailed
+    (CrashLoop among them); KeyboardInterrupt after a clean stop."""
     from ghpo.trainer.tiny.build import ensure_tiny_model
 
     run_dir = Path(run_dir).resolve()
     cfg = prepare_run_dir(run_dir, cfg, resume)
     model_path = Path(cfg.model.path) if cfg.model.path else ensure_tiny_model(log=log)
     started = time.monotonic()
-    redis = LocalRedis(run_dir / "redis").start()
-    try:
-        ends = Endpoints.allocate(redis.url)
-        # Where this invocation's services listen (ports change on --resume): for curl, Prometheus, tests.
-        (run_dir / ENDPOINTS_FILE).write_text(json.dumps(ends.public(), indent=2))
-        with (
-            Supervisor(run_dir) as sup,
-            SyncServiceClient(
-                ends.url("rollout"), token=ends.token, timeout=10.0, total_budget=30.0
-            ) as rollout,
-        ):
-            for spec in service_specs(cfg, model_path, run_dir, ends):
-                log(f"starting {spec.name} ...")
-                sup.start(spec)
-            config_path = run_dir / "trainer.toml"
-            config_path.write_text(trainer_toml(cfg, model_path, run_dir, ends))
-            steps_seen, evals = load_history(run_dir)
-            last_step = steps_seen[-1]["step"] if steps_seen else 0
-            if not evals:
+    ends = Endpoints.allocate()
+    # Where this invocation's processes listen (ports change on --resume, not on restarts).
+    (run_dir / ENDPOINTS_FILE).write_text(json.dumps(ends.public(), indent=2))
+    policy = RestartPolicy(cfg.run.crash_loop_restarts, cfg.run.crash_loop_window_s)
+    with Supervisor(run_dir, policy=policy, seed=cfg.run.seed) as sup, RunView(cfg) as view:
+        for spec in [redis_spec(cfg, run_dir, ends), *service_specs(cfg, model_path, run_dir, ends)]:
+            log(f"starting {spec.name} ...")
+            sup.start(spec)
+        config_path = run_dir / "trainer.toml"
+        config_path.write_text(trainer_toml(cfg, model_path, run_dir, ends))
+        local = LocalRun(cfg, run_dir, sup, ends, view)
+        try:
+            local.refresh_counters()
+            local.copy_steps()  # lines the trainer wrote after the last copy (it finished its step)
+            if not load_history(run_dir)[1]:
                 log("evaluating the starting model on the held-out set ...")
-                accuracy = _record_eval(cfg, ends, run_dir, 0, started, rollout_counters(rollout))
-            else:
-                accuracy = evals[-1]["accuracy_by_level"]
-            reader = TrainerSteps(run_dir / TRAINER_STEPS_FILE)
-            # Steps the trainer logged after the last copy (it finishes its step when stopped) are
-            # copied now; later lines, a resumed trainer's, are all new.
-            counters = rollout_counters(rollout)
-            last_record = _copy_steps(reader, run_dir, started, counters, after=last_step) or (
-                steps_seen[-1] if steps_seen else None
-            )
-            last_step = last_record["step"] if last_record else 0
-            trainer = sup.start(trainer_spec(cfg, config_path, ends))
+                if local.evaluate(0) is None:
+                    raise RunError("the held-out evaluation of the starting model failed: see logs/")
+            sup.start(trainer_spec(cfg, config_path, ends))
             trainer_started = round(time.monotonic() - started, 2)
-            next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
-            deadline = started + 60 * cfg.run.max_minutes
-            reason = None
-            columns = (
-                TextColumn("[bold]ghpo"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-            )
-            with Progress(*columns, transient=False) as progress:
-                task = progress.add_task(
-                    _summary_line(last_step, cfg.run.steps, accuracy, last_record),
-                    total=cfg.run.steps,
-                    completed=last_step,
-                )
-                while trainer.process.poll() is None:
-                    _check_services(sup, trainer)
-                    counters = rollout_counters(rollout)
-                    last_record = _copy_steps(reader, run_dir, started, counters) or last_record
-                    last_step = last_record["step"] if last_record else last_step
-                    if last_step >= next_eval and last_step < cfg.run.steps:
-                        accuracy = _record_eval(cfg, ends, run_dir, last_step, started, counters)
-                        next_eval = (last_step // cfg.run.eval_every + 1) * cfg.run.eval_every
-                    progress.update(
-                        task,
-                        completed=last_step,
-                        description=_summary_line(last_step, cfg.run.steps, accuracy, last_record),
-                    )
-                    reason = stop_reason(cfg, last_step, counters, time.monotonic(), deadline)
-                    if reason is not None:
-                        log(f"{reason}: stopping the trainer")
-                        sup.stop(trainer)
-                        break
-                    time.sleep(1.0)
-            counters = rollout_counters(rollout)
-            last_record = _copy_steps(reader, run_dir, started, counters) or last_record
-            last_step = last_record["step"] if last_record else last_step
-            code = trainer.process.returncode
-            if code not in (0, None) and reason is None:
-                raise trainer.failure(f"exited with code {code}")
-            end = {
-                "stop_reason": reason or f"trainer finished at step {last_step}",
-                "step": last_step,
-                "elapsed_s": round(time.monotonic() - started, 2),
-                "trainer_started_s": trainer_started,
-                "rollout": counters,
-            }
-            (run_dir / END_FILE).write_text(json.dumps(end, indent=2))
-            _record_eval(cfg, ends, run_dir, last_step, started, counters)
-    finally:
-        redis.stop()
+            steps, _ = load_history(run_dir)
+            view.start(local.copy.last_step, local.accuracy(), steps[-1] if steps else None)
+            try:
+                reason = local.watch()
+            except (KeyboardInterrupt, CrashLoop):  # no end.json: the run is not over (--resume)
+                local.stop_trainer()
+                raise
+            if reason is not None:
+                view.note(f"{reason}: stopping the trainer")
+                local.stop_trainer()
+            local.refresh_counters()
+            local.copy_steps()
+            last = local.copy.last_step
+            local.write_end(reason or f"trainer finished at step {last}", trainer_started_s=trainer_started)
+            if local.evaluate(last) is not None:
+                view.held_out(last, local.accuracy())
+        finally:
+            local.close()
     return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
-
-
-def _copy_steps(
-    reader: TrainerSteps, run_dir: Path, started: float, counters: dict[str, Any], after: int = -1
-) -> dict[str, Any] | None:
-    """Copy the trainer's new step lines (those past step `after`) into the history, with the rollout
-    counters read just before (at most a poll period after the step ended); returns the last."""
-    last = None
-    for record in reader.new_records():
-        if record["step"] > after:
-            elapsed = round(time.monotonic() - started, 2)
-            last = {"kind": "step", **record, "elapsed_s": elapsed, "rollout": counters}
-            append_history(run_dir, last)
-    return last
-
-
-def _record_eval(
-    cfg: RunConfig, ends: Endpoints, run_dir: Path, step: int, started: float, counters: dict[str, Any]
-) -> dict[str, float]:
-    accuracy = evaluate_heldout(cfg, ends)
-    elapsed = round(time.monotonic() - started, 2)
-    record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
-    append_history(run_dir, record | {"rollout": counters})
-    return accuracy
-
-
-def _check_services(sup: Supervisor, trainer: Child) -> None:
-    for child in sup.children:
-        if child is not trainer and child.process.poll() is not None:
-            raise child.failure(f"exited with code {child.process.returncode} during the run")
 
 
 def _facts(cfg: RunConfig, model_path: Path, run_dir: Path, started: float) -> dict[str, Any]:
     end = json.loads((run_dir / END_FILE).read_text())
     counters = end["rollout"]
     budget = f" (budget {cfg.run.max_rollouts})" if cfg.run.max_rollouts is not None else ""
+    restarts = end.get("restarts", [])
     return {
         "model": model_path,
         "dataset": cfg.data.dataset
@@ -284,9 +305,12 @@ def _facts(cfg: RunConfig, model_path: Path, run_dir: Path, started: float) -> d
         "hint policy": f"broker {cfg.services.broker_policy}, "
         f"dynamic sampling {cfg.rollout.dynamic_sampling}",
         "stopped": end["stop_reason"],
-        "completions generated": f"{counters['completions_generated']}{budget}, "
-        f"{counters['groups_sampled']} groups sampled, "
-        f"{counters['acked_groups']} acknowledged by the trainer",
+        "completions generated": f"{counters.get('completions_generated', 0)}{budget}, "
+        f"{counters.get('groups_sampled', 0)} groups sampled",
+        "groups acknowledged by the trainer": f"{counters.get('acked_groups', 0)}: the final model was "
+        f"trained on {end['groups_trained']}, and {end['groups_skipped']} were in batches with nothing "
+        "trainable (a step redone after a restart or resume counts once)",
+        "restarts in this invocation": ", ".join(f"{r['process']} ({r['exit']})" for r in restarts) or "none",
         "wall time of this invocation": f"{(time.monotonic() - started) / 60:.1f} min",
         "run folder": run_dir,
     }

@@ -6,6 +6,9 @@ trainer config file, so the local run exercises the production wiring. The GHPO 
 one `RunConfig.ghpo` and reach the broker, the rollout server and the trainer in the same form as in a
 deployment: the GHPO_ALGORITHM_* variables, set identically in each one's environment.
 
+Every process keeps the port it is given here for the whole invocation, restarts included (a restarted
+service is reachable at the URL the others already hold).
+
 What it deliberately does not do: start processes (processes.py) or decide when to stop (run.py).
 """
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from ghpo.local.config import RunConfig
 from ghpo.local.processes import ProcessSpec, ghpo_argv
 from ghpo.shared.algorithm.environment import environment_of
-from ghpo.shared.redis_local import free_port
+from ghpo.shared.redis_local import LocalRedis, free_port
 
 SERVICES = ("verifier", "broker", "inference", "rollout")
 
@@ -38,10 +41,14 @@ class Endpoints:
         return {"redis": self.redis_url} | {name: self.url(name) for name in self.ports}
 
     @classmethod
-    def allocate(cls, redis_url: str) -> Endpoints:
-        return cls(
-            redis_url, secrets.token_urlsafe(24), {name: free_port() for name in (*SERVICES, "trainer")}
-        )
+    def allocate(cls) -> Endpoints:
+        """Ports for this invocation; a restarted process keeps its port, so no URL goes stale."""
+        ports = {name: free_port() for name in ("redis", *SERVICES, "trainer")}
+        return cls(f"redis://127.0.0.1:{ports.pop('redis')}/0", secrets.token_urlsafe(24), ports)
+
+    @property
+    def redis_port(self) -> int:
+        return int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
 
 
 def _env(prefix: str, values: dict[str, object]) -> dict[str, str]:
@@ -55,6 +62,14 @@ def _env(prefix: str, values: dict[str, object]) -> dict[str, str]:
             text = str(value)
         out[f"GHPO_{prefix}_{key.upper()}"] = text
     return out
+
+
+def redis_spec(cfg: RunConfig, run_dir: Path, ends: Endpoints) -> ProcessSpec:
+    """Redis with its data in the run folder (a resume, or a restart after a crash, reloads its AOF)."""
+    server = LocalRedis(run_dir / "redis", port=ends.redis_port)
+    return ProcessSpec(
+        "redis", server.command(), ready=server.ping, start_timeout_s=cfg.services.start_timeout_s
+    )
 
 
 def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> list[ProcessSpec]:
@@ -166,6 +181,7 @@ def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoint
             "port": ends.ports["trainer"],
             "history_file": run_dir / "trainer-steps.jsonl",
             "num_threads": cfg.services.resolved_trainer_threads(),
+            "checkpoint_at_start": True,
         },
     )
     lines += toml_section(
@@ -174,6 +190,7 @@ def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoint
             "rollout_url": ends.url("rollout"),
             "inference_urls": [ends.url("inference")],
             "broker_url": ends.url("broker"),
+            "outage_budget_s": cfg.services.outage_budget_s,
         },
     )
     return "\n".join(lines)

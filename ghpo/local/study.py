@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ghpo.local.report import accuracy_change, load_history
+from ghpo.local.history import load_history
+from ghpo.local.report import accuracy_change
 from ghpo.local.run import CONFIG_FILE, END_FILE
 
 

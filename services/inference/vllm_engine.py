@@ -85,14 +85,14 @@ class VllmEngine:
 
     @classmethod
     async def start(cls, **kwargs: Any) -> VllmEngine:
-        from vllm.v1.engine.async_llm import AsyncLLM
+        AsyncLLM = preload()
 
         started = time.monotonic()
         args = engine_args(**kwargs)
         # Building spawns the engine core and waits for it to load the model: blocking, so off the loop.
-        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        engine = cls(await asyncio.to_thread(AsyncLLM.from_engine_args, args), kwargs["device"])
         log.info("vLLM engine ready in %.1f s (model %s)", time.monotonic() - started, kwargs["model"])
-        return cls(llm, kwargs["device"])
+        return engine
 
     @property
     def nccl_workers(self) -> int:
@@ -174,7 +174,24 @@ class VllmEngine:
         return self._failed is None and not self._llm.errored
 
     async def close(self) -> None:
+        # Its output handler waits on the engine core: cancelled first, it does not log the core's exit
+        # as an EngineDeadError with a traceback.
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
         await asyncio.to_thread(self._llm.shutdown)
+
+
+def preload() -> Any:
+    """Import vLLM's engine (returns `AsyncLLM`). A process that runs the engine in itself (`ghpo eval`)
+    calls this first thing, while its stack holds no engine: importing vLLM keeps a traceback of an
+    optional import that failed (torchcodec, in vllm.multimodal), and with it every frame on the stack at
+    that moment, locals included. Imported from deep inside the engine's start-up, those frames would
+    keep the `AsyncLLM` alive until the interpreter tears its modules down, when its `__del__` fails
+    ("Exception ignored in: AsyncLLM.__del__ ... TypeError: 'NoneType' object is not callable")."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM
 
 
 def _finish(reason: str | None) -> FinishReason:

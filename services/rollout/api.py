@@ -93,7 +93,13 @@ async def ack_batch(batch_id: str, body: BatchAck, request: Request) -> BatchAck
     if n is not None:
         metrics.BATCHES_ACKED.inc()
         _wake_producer(request)
-    return BatchAckResult(batch_id=batch_id, acknowledged=n is not None)
+    return BatchAckResult(batch_id=batch_id, acknowledged=n is not None, cursor=await _trained(request))
+
+
+async def _trained(request: Request) -> RolloutCursor:
+    epoch, position = await request.app.state.cursor.trained()
+    acked = await request.app.state.queue.acked_groups()
+    return RolloutCursor(epoch=epoch, position=position, acked_groups=acked)
 
 
 @router.post("/policy-version", response_model=PolicyVersionUpdate)
@@ -107,14 +113,14 @@ async def policy_version(body: PolicyVersionUpdate, request: Request) -> PolicyV
 
 @router.get("/cursor", response_model=RolloutCursor)
 async def get_cursor(request: Request) -> RolloutCursor:
-    """The trained cursor: the first position not yet acknowledged or dropped."""
-    epoch, position = await request.app.state.cursor.trained()
-    return RolloutCursor(epoch=epoch, position=position)
+    """The trained cursor: the first position not yet acknowledged or dropped, and the groups acknowledged."""
+    return await _trained(request)
 
 
 @router.put("/cursor", response_model=RolloutCursor)
 async def put_cursor(body: RolloutCursor, request: Request) -> RolloutCursor:
-    """Rewind (or forward) drawing; queued, in-flight and unacknowledged groups are dropped as rewound."""
+    """Rewind (or forward) drawing; queued, in-flight and unacknowledged groups are dropped as rewound;
+    the acknowledged-groups count is set back when the body gives one."""
     settings: Settings = request.app.state.settings
     cursor = request.app.state.cursor
     if body.position >= cursor.size:
@@ -122,7 +128,7 @@ async def put_cursor(body: RolloutCursor, request: Request) -> RolloutCursor:
             f"position {body.position} is past the dataset ({cursor.size} prompts: 0..{cursor.size - 1})",
             field="position",
         )
-    dropped = await cursor.rewind(body.epoch, body.position, settings.batch_groups)
+    dropped = await cursor.rewind(body.epoch, body.position, settings.batch_groups, body.acked_groups)
     if dropped:
         metrics.DROPPED.labels(reason=DropReason.rewound.value).inc(dropped)
     _wake_producer(request)

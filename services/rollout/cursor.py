@@ -14,7 +14,8 @@ removed by a rewind) can no longer enqueue that position, so nothing is ever que
 The *trained* cursor is the first g not yet settled (acknowledged in a batch, or dropped): `P trained`
 is that watermark and `P done` (zset) holds settled g above it; `SETTLE_LUA` advances the watermark.
 `rewind` moves drawing and the watermark to a position and drops (as `rewound`) everything queued,
-claimed or delivered-unacked. What this module does not do: hold groups or batches (queue.py).
+claimed or delivered-unacked; given a count it also sets `P acked_groups` back (a trainer resuming from a
+checkpoint takes back what its lost steps acknowledged). What this module does not do: hold groups or batches (queue.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ return lost
 _REWIND = (
     SETTLE_LUA
     + """
-local P, target, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local P, target, batch, acked = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local dropped = redis.call('ZCARD', P .. 'claims') + redis.call('LLEN', P .. 'ready')
 for _, id in ipairs(redis.call('ZRANGE', P .. 'pending', 0, -1)) do
   local members = redis.call('HGET', P .. 'batches', id)
@@ -82,6 +83,7 @@ redis.call('DEL', P .. 'claims', P .. 'owner', P .. 'ready', P .. 'groups', P ..
            P .. 'pending', P .. 'batches', P .. 'deliveries')
 redis.call('SET', P .. 'draws', target)
 redis.call('SET', P .. 'trained', target)
+if acked ~= '' then redis.call('SET', P .. 'acked_groups', acked) end
 if dropped > 0 then redis.call('HINCRBY', P .. 'dropped', 'rewound', dropped) end
 return dropped
 """
@@ -152,12 +154,16 @@ class Cursor:
         args = [self.prefix, now_ms + self.claim_ttl_ms, self.owner, *positions]
         return int(await self._renew(args=args, keys=[]))
 
-    async def rewind(self, epoch: int, position: int, batch_groups: int) -> int:
-        """Move drawing and the trained cursor to (epoch, position); returns groups dropped as rewound."""
+    async def rewind(
+        self, epoch: int, position: int, batch_groups: int, acked_groups: int | None = None
+    ) -> int:
+        """Move drawing and the trained cursor to (epoch, position), and set the acknowledged-groups count
+        back when given; returns groups dropped as rewound."""
         if not 0 <= position < self.size:
             raise ValueError(f"position must be in 0..{self.size - 1} (the dataset size is {self.size})")
         target = epoch * self.size + position
-        return int(await self._rewind(args=[self.prefix, target, batch_groups], keys=[]))
+        acked = "" if acked_groups is None else str(acked_groups)
+        return int(await self._rewind(args=[self.prefix, target, batch_groups, acked], keys=[]))
 
     async def trained(self) -> tuple[int, int]:
         return split_index(int(await self.redis.get(self.prefix + "trained") or 0), self.size)

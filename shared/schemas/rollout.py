@@ -110,20 +110,29 @@ class BatchAck(WireModel):
     policy_version: PolicyVersion = Field(description="Trainer's policy version after training on the batch.")
 
 
-class BatchAckResult(WireModel):
-    batch_id: Id
-    acknowledged: bool = Field(description="False when the id was unknown or already acknowledged.")
-
-
 class RolloutCursor(WireModel):
     """`GET/PUT /v1/cursor`: a position in the epoch's shuffled prompt order.
 
     GET answers the *trained* cursor: the first position not yet acknowledged or dropped (everything
-    before it is settled). PUT moves drawing there; what was queued or in flight is dropped as `rewound`.
+    before it is settled), and the groups acknowledged so far. PUT moves drawing there; what was queued
+    or in flight is dropped as `rewound`, and `acked_groups`, when given, is set back with it: a trainer
+    resuming from a checkpoint takes back the acknowledgements its lost steps made, so the count stays
+    that of the groups the resumed model was trained on.
     """
 
     epoch: int = Field(ge=0, le=1_000_000)
     position: int = Field(ge=0, le=10**9, description="Index into the epoch's shuffled order.")
+    acked_groups: int | None = Field(
+        None, ge=0, le=10**12, description="Groups acknowledged up to this cursor (None: leave as is)."
+    )
+
+
+class BatchAckResult(WireModel):
+    batch_id: Id
+    acknowledged: bool = Field(description="False when the id was unknown or already acknowledged.")
+    cursor: RolloutCursor | None = Field(
+        None, description="The trained cursor (with acked_groups) right after this acknowledgement."
+    )
 
 
 class RolloutStatus(WireModel):
@@ -135,7 +144,9 @@ class RolloutStatus(WireModel):
     unacked_batches: int = Field(ge=0, le=10**9)
     epoch: int = Field(ge=0, le=1_000_000)
     dropped: dict[DropReason, int] = Field(default_factory=dict, max_length=len(DropReason))
-    acked_groups: int = Field(0, ge=0, le=10**12, description="Groups in acknowledged batches, all time.")
+    acked_groups: int = Field(
+        0, ge=0, le=10**12, description="Groups in acknowledged batches (a cursor rewind sets it back)."
+    )
     completions_generated: int = Field(
         0,
         ge=0,

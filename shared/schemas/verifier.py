@@ -22,8 +22,10 @@ MAX_EXTRACTED_CHARS = 1024
 MAX_DETAIL_CHARS = 512
 
 VerifyStatus = Literal["ok", "no_answer", "unparsable_gold", "timeout", "error"]
-# Bounded so that a weighted sum of MAX_REWARDS rewards in [-1, 1] stays inside the Score range.
-Weight = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
+# Bounded so that a weighted sum of MAX_REWARDS rewards in [-1, 1] stays inside the Score range. Never
+# negative: a weight says how much a reward counts; a penalty is a reward whose value is negative
+# (ghpo.shared.scoring.rewards explains why).
+Weight = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)]
 Weights = Annotated[dict[Name, Weight], Field(max_length=MAX_REWARDS)]
 
 
@@ -54,7 +56,7 @@ class VerifyRequest(WireModel):
 class VerifyResult(WireModel):
     id: Id | None = Field(default=None, description="The item's id, if it had one.")
     status: VerifyStatus = Field(
-        description="ok: scored; no_answer: no \\boxed{} or <answer> found (accuracy 0, format still "
+        description="ok: scored; no_answer: no single final answer (see detail; accuracy 0, format still "
         "scored); unparsable_gold: the gold does not parse; timeout: past the deadline; error: failed."
     )
     rewards: Annotated[dict[Name, Score], Field(max_length=MAX_REWARDS)] = Field(

@@ -1,14 +1,27 @@
-"""Scoring one completion against one gold answer: the accuracy and format rewards of the reference code.
+"""Scoring one completion against one gold answer: accuracy and format rewards that read the final answer only.
 
 Pure functions over math-verify, importable anywhere (no torch, no service code):
 
 - `parse_gold(text)`: the gold answer parsed once (LRU-cached per process). A bare answer ("\\frac12")
   is parsed as if it were `\\boxed{...}`; a text that already holds a `\\boxed{}` (a worked solution,
   Minerva's gold) is parsed as is, so its last box wins.
-- `extract_answer(completion)`: the completion's answer, `\\boxed{}` first (open-r1's configuration:
-  boxed at top priority, then anchored LaTeX), then the content of the last `<answer>...</answer>` tags.
-- `score(completion, gold)`: accuracy (math-verify `verify`), format (the open-r1 regex), the extracted
-  answer string and a status: ok / no_answer / unparsable_gold / timeout / error.
+- `final_answer(completion)`: the one text the accuracy reward reads (see below), or why there is none.
+- `extract_answer(completion)`: that text parsed by math-verify.
+- `score(completion, gold)`: accuracy (math-verify `verify`), format (the reference regex, matched whole),
+  the extracted answer string and a status: ok / no_answer / unparsable_gold / timeout / error.
+
+Which text counts (a deliberate departure from the reference code, which runs math-verify over the whole
+completion, so that a `\\boxed{}` in the reasoning or after `</answer>` scores; a policy under RL finds
+that and the reward then measures the hack):
+- Reasoning never counts: everything up to the last `</think>` is skipped, and a `<think>` left open
+  means there is no answer.
+- With answer tags, exactly one `<answer>...</answer>` section must follow; its last `\\boxed{}` is the
+  answer, else its whole content (one expression: "5 or 3" is the set {3, 5}, not 3). Text after
+  `</answer>` is never read. Several sections, or a tag without its partner: no answer (ambiguous; the
+  safe rule is that none counts, not the last, so that a policy gains nothing from writing more).
+- Without answer tags, the last `\\boxed{}` (or `\\fbox{}`) is the answer; no box, no answer.
+The format reward is 1 only when the reference regex matches the *whole* completion (nothing, not even
+a newline, after `</answer>`) and each of the four tags appears exactly once.
 
 math-verify's own timeouts use SIGALRM, so these functions must run in the main thread of a process
 (a worker process, a script, a test). They do NOT protect against computations that never return to
@@ -34,12 +47,14 @@ from ghpo.shared.scoring.boxes import last_boxed
 Status = Literal["ok", "no_answer", "unparsable_gold", "timeout", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "no_answer", "unparsable_gold", "timeout", "error")
 
-# The reference (open-r1) format reward. open-r1 matches it with re.DOTALL | re.MULTILINE; MULTILINE
-# makes `$` also match before any newline, so text after a line ending in "</answer>" still passes.
-# We keep the reference flags for fidelity (see the algorithm doc, section 4). Unlike open-r1, an
-# unparsable gold is not rewarded 1 ("skip"): it gets status unparsable_gold and the caller decides.
-FORMAT_PATTERN = re.compile(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$", re.DOTALL | re.MULTILINE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# The reference (open-r1) format pattern. open-r1 matches it with re.DOTALL | re.MULTILINE, where `$`
+# also matches before any newline, so text after a line ending in "</answer>" passes; we match it whole
+# (fullmatch, no MULTILINE) and require each tag once, so nothing may follow `</answer>` and `.*?` cannot
+# swallow a second section. Unlike open-r1, an unparsable gold is not rewarded 1 ("skip"): it gets
+# status unparsable_gold and the caller decides.
+FORMAT_PATTERN = re.compile(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$", re.DOTALL)
+FORMAT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 # Reference weights: total R = 1.0 * accuracy + 0.5 * format.
 REFERENCE_WEIGHTS: dict[str, float] = {"accuracy": 1.0, "format": 0.5}
@@ -54,14 +69,14 @@ _NORMALIZATION = NormalizationConfig(
     nits=False, malformed_operators=True, basic_latex=True, boxed="all", units=True
 )
 _GOLD_CONFIG = (LatexExtractionConfig(normalization_config=_NORMALIZATION), ExprExtractionConfig())
-# open-r1's accuracy_reward configuration for completions: boxed first, no anchor-less LaTeX.
-_COMPLETION_CONFIG = (
+# The answer text is always parsed as `\\boxed{<text>}`: boxed at top priority, no anchor-less LaTeX, and
+# only that one match tried (extraction_mode="first_match"), so nothing inside the text but the whole
+# expression can be taken for the answer.
+_ANSWER_CONFIG = (
     LatexExtractionConfig(
         normalization_config=_NORMALIZATION, boxed_match_priority=0, try_extract_without_anchor=False
     ),
 )
-# Inside <answer> tags the content is the answer itself: anchor-less LaTeX and plain expressions allowed.
-_TAG_CONFIG = (LatexExtractionConfig(normalization_config=_NORMALIZATION), ExprExtractionConfig())
 
 
 class GoldTimeout(TimeoutError):
@@ -91,7 +106,9 @@ def _require_main_thread() -> None:
 
 
 def format_reward(completion: str) -> float:
-    return 1.0 if FORMAT_PATTERN.match(completion) else 0.0
+    """1.0 iff the whole completion is `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>`, each tag once."""
+    whole = FORMAT_PATTERN.fullmatch(completion) is not None
+    return 1.0 if whole and all(completion.count(tag) == 1 for tag in FORMAT_TAGS) else 0.0
 
 
 @lru_cache(maxsize=GOLD_CACHE_SIZE)
@@ -134,31 +151,50 @@ def _answer_text(parsed: list[Any]) -> str:
     return str(parsed[0])
 
 
+def final_answer(completion: str) -> tuple[str | None, str | None]:
+    """(the text the accuracy reward reads, None), or (None, why there is none); see the module docstring."""
+    text = completion
+    if "</think>" in text:
+        text = text.rpartition("</think>")[2]
+    if "<think>" in text:
+        return None, "a <think> section is never closed"
+    opens, closes = text.count("<answer>"), text.count("</answer>")
+    if opens or closes:
+        if opens != 1 or closes != 1:
+            return None, f"{opens} <answer> / {closes} </answer> tags: one section must hold the answer"
+        start, end = text.index("<answer>") + len("<answer>"), text.index("</answer>")
+        if end < start:
+            return None, "</answer> comes before <answer>"
+        section = text[start:end]
+        boxed = last_boxed(section) if ("\\boxed" in section or "\\fbox" in section) else None
+        answer = boxed if boxed is not None else _strip_delimiters(section.strip())
+        return (answer, None) if answer else (None, "the <answer> section is empty")
+    boxed = last_boxed(text)
+    return (boxed, None) if boxed else (None, "no \\boxed{} and no <answer> section")
+
+
+def _strip_delimiters(text: str) -> str:
+    for left, right in _MATH_DELIMITERS:
+        if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+            return text[len(left) : -len(right)].strip()
+    return text
+
+
 def extract_answer(completion: str, *, timeout_s: int = DEFAULT_MATH_TIMEOUT_S) -> list[Any]:
-    """The completion's parsed answer: boxed/anchored LaTeX first, then the last <answer> tag's content."""
+    """The completion's final answer (`final_answer`) parsed by math-verify; [] when there is none."""
     _require_main_thread()
-    parsed = parse(
-        completion,
-        extraction_config=_COMPLETION_CONFIG,
+    answer, _why = final_answer(completion)
+    return [] if answer is None else _parse_answer(answer, timeout_s)
+
+
+def _parse_answer(answer: str, timeout_s: int) -> list[Any]:
+    return parse(
+        "\\boxed{" + answer + "}",
+        extraction_config=_ANSWER_CONFIG,
         extraction_mode="first_match",
         parsing_timeout=timeout_s,
         raise_on_error=True,
     )
-    if parsed:
-        return parsed
-    tags = _ANSWER_TAG.findall(completion)
-    content = tags[-1].strip() if tags else ""
-    if not content:
-        return []
-    parsed = parse(content, extraction_config=_TAG_CONFIG, parsing_timeout=timeout_s, raise_on_error=True)
-    if not parsed:
-        parsed = parse(
-            "\\boxed{" + content + "}",
-            extraction_config=_TAG_CONFIG,
-            parsing_timeout=timeout_s,
-            raise_on_error=True,
-        )
-    return parsed
 
 
 def _equal(gold: tuple[Any, ...], answer: list[Any], timeout_s: int) -> tuple[bool, bool]:
@@ -186,9 +222,10 @@ def score(completion: str, gold: str, *, timeout_s: int = DEFAULT_MATH_TIMEOUT_S
         parsed_gold = parse_gold(gold, timeout_s=timeout_s)
         if parsed_gold is None:
             return Score(status="unparsable_gold", format=fmt, detail="gold answer does not parse")
-        answer = extract_answer(completion, timeout_s=timeout_s)
+        text, why = final_answer(completion)
+        answer = _parse_answer(text, timeout_s) if text is not None else []
         if not answer:
-            return Score(status="no_answer", format=fmt, detail="no \\boxed{} or <answer> found")
+            return Score(status="no_answer", format=fmt, detail=why or f"answer {text[:80]!r} does not parse")
         extracted = _answer_text(answer)
         equal, timed_out = _equal(parsed_gold, answer, timeout_s)
     except (TimeoutException, GoldTimeout):

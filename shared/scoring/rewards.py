@@ -6,6 +6,13 @@ pick rewards and weights by name (`{"accuracy": 1.0, "format": 0.5}`), and the i
 weighted sum. In the verifier service, rewards run inside its worker processes, so they may be slow or
 pathological on bad text without harming the service. Not here: anything that needs a model or network
 access, processes or HTTP (the verifier service, services/verifier/).
+
+Weights are never negative, and at least one is positive. The total is what the group advantages are
+computed from, while the broker and the rollout server judge a group by its accuracy (all wrong:
+difficult, hint it); a negative accuracy weight would train toward wrong answers while hints push toward
+right ones, and a negative format weight would punish the layout the accuracy reward reads. A penalty
+(length, say) is a reward function of its own whose value is <= 0, given a positive weight, so a weight
+always means "how much this reward counts". All-zero weights make every total 0: no signal at all.
 """
 
 from __future__ import annotations
@@ -50,15 +57,21 @@ def tag_count(completion: str, score: Score) -> float:
 
 
 def weights_problem(weights: dict[str, float]) -> str | None:
-    """Why `weights` is unusable (unknown reward name, non-finite weight, empty), or None if it is fine."""
+    """Why `weights` is unusable (unknown reward name, a weight that is negative, non-finite or too large,
+    all zero, empty), or None if it is fine."""
     if not weights:
         return f"name at least one reward; known: {sorted(REWARDS)}"
     unknown = sorted(set(weights) - set(REWARDS))
     if unknown:
         return f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}"
-    bad = sorted(name for name, w in weights.items() if not (math.isfinite(w) and abs(w) <= MAX_WEIGHT))
+    bad = sorted(name for name, w in weights.items() if not (math.isfinite(w) and 0 <= w <= MAX_WEIGHT))
     if bad:
-        return f"weights must be finite numbers within +-{MAX_WEIGHT:g}: {bad}"
+        return (
+            f"weights must be numbers within 0..{MAX_WEIGHT:g} (a negative weight is refused: express a "
+            f"penalty as a reward whose value is negative): {bad}"
+        )
+    if not any(weights.values()):
+        return "every weight is 0: the total would always be 0; give at least one reward a positive weight"
     return None
 
 

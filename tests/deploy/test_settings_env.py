@@ -20,6 +20,7 @@ from tests.deploy.validators import DEPLOY, REPO
 
 SERVICES = ("verifier", "broker", "inference", "rollout")
 GHPO_TAKERS = ("broker", "rollout", "trainer")  # the components that take the GHPO settings
+TRAINER_ENV = (TOKEN_ENV, "GHPO_TRAINER_ENVIRONMENT")
 
 
 def settings_fields(service: str) -> set[str]:
@@ -33,8 +34,8 @@ def assert_known(variables: set[str], where: str) -> int:
             key = var.removeprefix(ENV_PREFIX).lower()
             assert key in GHPOConfig.model_fields, f"{where}: {var} is not a GHPOConfig key"
             checked += 1
-        if var.startswith("GHPO_TRAINER_"):  # the trainer is configured by its TOML file, but for the token
-            assert var.removesuffix("_FILE") == TOKEN_ENV, f"{where}: the trainer does not read {var}"
+        if var.startswith("GHPO_TRAINER_"):  # configured by its TOML file, but for the token and environment
+            assert var.removesuffix("_FILE") in TRAINER_ENV, f"{where}: the trainer does not read {var}"
             checked += 1
     for service in SERVICES:
         prefix = f"GHPO_{service.upper()}_"
@@ -81,6 +82,27 @@ def config_maps(overlay: str) -> dict[str, dict[str, str]]:
         for doc in yaml.safe_load_all(kustomize_build(overlay))
         if doc and doc["kind"] == "ConfigMap"
     }
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"], ids=lambda p: f"{p}-profile")
+def test_compose_runs_every_api_in_production_mode_the_trainers_too(profile):
+    services = compose_config(profile)["services"]
+    apis = [name for name in services if name.removesuffix("-cpu") in (*SERVICES, "trainer")]
+    assert len(apis) == 5, apis
+    for name in apis:
+        prefix = (
+            "GHPO_TRAINER_" if name.startswith("trainer") else f"GHPO_{name.removesuffix('-cpu').upper()}_"
+        )
+        assert services[name]["environment"].get(prefix + "ENVIRONMENT") == "production", name
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"], ids=lambda o: f"{o}-overlay")
+def test_kubernetes_runs_every_api_in_production_mode_the_trainers_too(overlay):
+    for name, spec in pod_specs(overlay).items():
+        if name == "redis":
+            continue
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+        assert env.get(f"GHPO_{name.upper()}_ENVIRONMENT") == "production", name
 
 
 def algorithm_block(env: dict[str, str]) -> dict[str, str]:

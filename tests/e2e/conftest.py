@@ -1,4 +1,5 @@
-"""Fixtures shared by the end-to-end modules: the tiny model and, per module, one inference service."""
+"""Fixtures shared by the end-to-end modules: the tiny model, per module one inference service, and the
+orphan watch of the `ghpo run` tests."""
 
 from __future__ import annotations
 
@@ -19,8 +20,20 @@ def inference_url(model_dir):
     import torch
 
     from ghpo.local.batches import inference_service
+    from ghpo.services.inference.vllm_engine import preload
     from tests.e2e.trainer_support import TOKEN
 
+    preload()  # before any engine is on the stack: no AsyncLLM.__del__ failing at exit (see preload)
     torch.set_num_threads(1)
     with inference_service(model_dir, token=TOKEN) as url:
         yield url
+
+
+@pytest.fixture
+def orphan_watch():
+    """The processes below this one before the test; during it, orphans of what the test starts are
+    adopted by this process, so `left_behind(..., before=orphan_watch)` finds them even renamed."""
+    from tests.support.processes import adopting_orphans
+
+    with adopting_orphans() as before:
+        yield before

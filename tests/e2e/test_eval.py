@@ -75,6 +75,13 @@ def test_in_process_eval_writes_per_level_metrics_and_solves_level_1(tiny_model,
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert len(rows) == 35 and all(r["completion"] is not None for r in rows)
     assert "arith" in proc.stdout and "pass@1" in proc.stdout  # the table
+    # vLLM's own output (its logger, its engine core and workers) is in the log beside the report, and
+    # the interpreter exits without an engine left for teardown (AsyncLLM.__del__ failing there).
+    console = proc.stdout + proc.stderr
+    for leak in ("(EngineCore", "(MainProcess", "Loading safetensors", "Exception ignored", "Traceback"):
+        assert leak not in console, console[-3000:]
+    engine_log = (tmp_path / "r.json.vllm.log").read_text()
+    assert "EngineCore" in engine_log and "[shutdown]" in engine_log
 
 
 def test_eval_against_running_services_samples_k_and_scores_too_long_prompts_zero(tiny_model, tmp_path):

@@ -1,5 +1,6 @@
 """`ghpo run` end to end: the whole local system trains, Prometheus reads its reward-sparsity series,
-Ctrl-C stops it cleanly with a checkpoint, `--resume` finishes the run, and the report is written.
+Ctrl-C stops it cleanly with a checkpoint, `--resume` finishes the run, and the report is written; after
+each exit nothing the run started is still alive 10 s later.
 
 One test on purpose: starting vLLM, DeepSpeed and four services costs most of its time, and the
 interrupt/resume path needs a run in progress anyway.
@@ -12,12 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.processes import left_behind, new_mark, stop_run, wait_while_running
 from tests.support.prometheus import prometheus_binary, running_prometheus
 
 pytestmark = pytest.mark.slow
@@ -46,20 +47,6 @@ lr = 1e-4
 """
 
 
-def _wait(predicate, timeout_s: float, what: str, process: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if process.poll() is not None:
-            raise AssertionError(
-                f"ghpo run exited ({process.returncode}) before {what}:\n{log.read_text()[-3000:]}"
-            )
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
-
-
 def _steps(run_dir: Path) -> list[int]:
     path = run_dir / "trainer-steps.jsonl"
     if not path.exists():
@@ -67,18 +54,23 @@ def _steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
+MARK = new_mark()  # every process a run below starts carries it
+
+
 def _ghpo_run(run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ghpo", "run", "--run-dir", str(run_dir), *extra],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TERM": "dumb"},
+        env={**os.environ, **MARK, "TERM": "dumb"},
         # As a shell starts `ghpo run &` or `nohup ghpo run`: SIGINT ignored. The stop below must still work.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
 
 
-def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path):
+# Two runs and a Prometheus: about 7 minutes on two quiet cores, past the default 600 s on busy ones.
+@pytest.mark.timeout(1800)
+def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path, orphan_watch):
     if prometheus_binary() is None:
         pytest.skip("no prometheus binary (deploy/tools/install-validators.sh installs it)")
     config = tmp_path / "run.toml"
@@ -87,7 +79,7 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
 
     first = _ghpo_run(run_dir, log, "--config", str(config))
     try:
-        endpoints = _wait(
+        endpoints = wait_while_running(
             lambda: (
                 (run_dir / "endpoints.json").exists() and json.loads((run_dir / "endpoints.json").read_text())
             ),
@@ -98,7 +90,7 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
         )
         jobs = {"ghpo-rollout": [endpoints["rollout"]], "ghpo-trainer": [endpoints["trainer"]]}
         with running_prometheus(jobs, work_dir=tmp_path / "prometheus") as prom:
-            _wait(lambda: len(_steps(run_dir)) >= 2, 600, "two training steps", first, log)
+            wait_while_running(lambda: len(_steps(run_dir)) >= 2, 600, "two training steps", first, log)
             started = prom.wait_for(
                 "sum(ghpo_rollout_groups_started_total)", lambda r: r and float(r[0]["value"][1]) > 0
             )
@@ -112,8 +104,7 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
         first.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert first.wait(120) == 130
     finally:
-        if first.poll() is None:
-            first.kill()
+        stop_run(first)
     stopped_at = _steps(run_dir)[-1]
     assert stopped_at < 20, "the run finished before Ctrl-C: the interruption was not exercised"
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
@@ -122,9 +113,15 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path)
     )
     with pytest.raises(httpx.TransportError):  # every service was stopped with the run
         httpx.get(endpoints["rollout"] + "/healthz", timeout=2)
+    redis = endpoints["redis"].split("//")[1].split("/")[0]  # Redis is found by its address
+    assert not (orphans := left_behind(MARK, 10.0, [redis], orphan_watch)), f"alive after Ctrl-C: {orphans}"
+    log_text = log.read_text()
+    assert "stopping: giving the trainer up to" in log_text and "the trainer stopped cleanly" in log_text
 
     second = _ghpo_run(run_dir, log, "--resume")
     assert second.wait(900) == 0, log.read_text()[-3000:]
+    redis = json.loads((run_dir / "endpoints.json").read_text())["redis"].split("//")[1].split("/")[0]
+    assert not (orphans := left_behind(MARK, 10.0, [redis], orphan_watch)), f"alive after the run: {orphans}"
 
     steps = _steps(run_dir)
     assert steps == list(range(1, 21)), f"every step exactly once across the interruption: {steps}"

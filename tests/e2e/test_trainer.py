@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import pytest
@@ -427,3 +428,42 @@ def test_zero3_over_two_processes_gathers_in_buckets_and_broadcasts_them_whole(m
     assert math.isfinite(result["loss"]) and result["grad_norm"] > 0
     assert 1 < result["buckets"] < result["params"]  # gathered per bucket, not one parameter at a time
     assert result["mismatched"] == 0  # every broadcast bucket equals the receiver's own gathered copy
+
+
+def test_a_stop_during_an_upstream_outage_ends_the_wait_with_a_checkpoint(model_dir, tmp_path):
+    from ghpo.shared.redis_local import free_port
+    from ghpo.trainer.train.source import RolloutClient
+
+    down = RolloutClient(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)  # the rollout server is down
+    trainer = Trainer(build_engine(make_config(model_dir, tmp_path)), down, Checkpointer(tmp_path))
+    stopper = threading.Timer(3.0, trainer.request_stop)  # what SIGTERM does in `ghpo train`
+    stopper.start()
+    started = time.monotonic()
+    trainer.start()
+    assert trainer.run() == []
+    assert time.monotonic() - started < 60  # not the 600 s outage budget
+    assert Checkpointer(tmp_path).latest() == tmp_path / "step-000000000"
+
+
+def test_an_outage_past_its_budget_stops_the_run_with_a_checkpoint(model_dir, batches, tmp_path):
+    from ghpo.shared.redis_local import free_port
+    from ghpo.trainer.train.source import RolloutClient
+
+    class GoesDown(ListSource):
+        """Delivers one batch, then the rollout server is gone for good."""
+
+        def __init__(self, batches):
+            super().__init__(batches)
+            self.down = RolloutClient(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+
+        def next_batch(self, wait_s):
+            return super().next_batch(wait_s) if self.position == 0 else self.down.next_batch(wait_s)
+
+    source = GoesDown([b for b in batches if trainable(b)])
+    config = make_config(model_dir, tmp_path, services={"outage_budget_s": 3.0})
+    trainer = Trainer(build_engine(config), source, Checkpointer(tmp_path))
+    trainer.start()
+    with pytest.raises(TrainingStopped, match=r"outage budget \(services\.outage_budget_s = 3\)"):
+        trainer.run()
+    assert trainer.step == 1
+    assert Checkpointer(tmp_path).latest() == tmp_path / "step-000000001"

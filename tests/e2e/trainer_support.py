@@ -41,7 +41,7 @@ class ListSource:
         return RolloutCursor(epoch=0, position=self.position)
 
     def set_cursor(self, cursor) -> None:
-        self.cursor_sets.append(cursor.model_dump())
+        self.cursor_sets.append(cursor.model_dump(exclude_none=True))  # acked_groups: not kept here
         self.position = cursor.position
 
     def close(self) -> None:

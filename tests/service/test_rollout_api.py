@@ -32,7 +32,7 @@ def test_an_empty_queue_answers_204_and_status_reports_it(client):
     assert client.get("/v1/batches/next", params={"wait_s": 0.2}).status_code == 204
     status = client.get("/v1/status").json()
     assert status["queued_groups"] == 0 and status["unacked_batches"] == 0
-    assert status["trained_cursor"] == {"epoch": 0, "position": 0}
+    assert status["trained_cursor"] == {"epoch": 0, "position": 0, "acked_groups": None}
 
 
 def test_bad_input_gets_a_4xx_naming_the_field(client):
@@ -49,15 +49,29 @@ def test_bad_input_gets_a_4xx_naming_the_field(client):
 
 def test_an_unknown_batch_ack_is_answered_not_acknowledged(client):
     response = client.post("/v1/batches/b404/ack", json={"policy_version": 0})
-    assert response.status_code == 200 and response.json() == {"batch_id": "b404", "acknowledged": False}
+    assert response.status_code == 200
+    cursor = {"epoch": 0, "position": 0, "acked_groups": 0}
+    assert response.json() == {"batch_id": "b404", "acknowledged": False, "cursor": cursor}
 
 
 def test_cursor_and_policy_version_round_trip_and_versions_never_go_back(client):
     assert client.put("/v1/cursor", json={"epoch": 2, "position": 3}).status_code == 200
-    assert client.get("/v1/cursor").json() == {"epoch": 2, "position": 3}
+    assert client.get("/v1/cursor").json() == {"epoch": 2, "position": 3, "acked_groups": 0}
     assert client.post("/v1/policy-version", json={"policy_version": 5}).json()["policy_version"] == 5
     assert client.post("/v1/policy-version", json={"policy_version": 4}).json()["policy_version"] == 5
     assert client.get("/v1/status").json()["policy_version"] == 5
+
+
+def test_a_rewind_that_gives_acked_groups_sets_the_count_back_and_one_without_leaves_it(client):
+    # A trainer resuming from a checkpoint takes back what its lost steps acknowledged.
+    put = client.put("/v1/cursor", json={"epoch": 0, "position": 1, "acked_groups": 12})
+    assert put.status_code == 200
+    assert client.get("/v1/cursor").json() == {"epoch": 0, "position": 1, "acked_groups": 12}
+    assert client.get("/v1/status").json()["acked_groups"] == 12
+    client.put("/v1/cursor", json={"epoch": 0, "position": 2})
+    assert client.get("/v1/cursor").json()["acked_groups"] == 12
+    client.put("/v1/cursor", json={"epoch": 0, "position": 0, "acked_groups": 0})
+    assert client.get("/v1/status").json()["acked_groups"] == 0
 
 
 def test_settings_without_inference_replicas_name_what_is_missing():

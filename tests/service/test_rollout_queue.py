@@ -99,6 +99,11 @@ def test_draws_run_across_epochs_and_rewind_drops_everything_pending(redis_url):
         assert await cursor.trained() == (0, 5) and await cursor.next_draw() == (0, 5)
         assert await queue.ack(batch.batch_id) is None
         assert await cursor.draw(1, 3000) == [5]
+        assert await queue.acked_groups() == 0
+        await cursor.rewind(epoch=0, position=5, batch_groups=4, acked_groups=7)
+        assert await queue.acked_groups() == 7  # set back with the cursor when given
+        await cursor.rewind(epoch=0, position=5, batch_groups=4)
+        assert await queue.acked_groups() == 7  # left as it is when not
         await redis.aclose()
 
     run(scenario())

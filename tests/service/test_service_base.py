@@ -172,6 +172,25 @@ def test_wrong_type_is_422_naming_the_field(served):
     assert "count" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"name": "x", "count": 7', "line 1 column 25 (char 24)"),  # truncated
+        (b'{"name": "x",\n "count": }', "line 2 column 11 (char 24)"),
+        (b"nope", "line 1 column 1 (char 0)"),
+    ],
+    ids=["truncated", "second-line", "not-json"],
+)
+def test_malformed_json_is_422_naming_the_body_with_the_decoders_position(served, body, where):
+    url, _ = served
+    resp = httpx.post(f"{url}/v1/items/a", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["field"] == "body"
+    assert error["message"].startswith("request body is not valid JSON: Expecting")
+    assert where in error["message"]
+
+
 def test_unknown_field_is_422_naming_it(served):
     url, _ = served
     resp = httpx.post(f"{url}/v1/items/a", json={"name": "x", "count": 1, "colour": "red"}, headers=AUTH)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ghpo.local.report import append_history, load_history, write_report
+from ghpo.local.history import append_history, load_history
+from ghpo.local.report import write_report
 
 
 def _step(step, difficult, levels):
@@ -86,3 +87,22 @@ def test_report_gives_the_rescue_rate_of_each_hint_level_per_half_and_plots_hint
     assert "0.150 in the first half, 0.350 in the second" in report
     assert (tmp_path / "hint_use.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![hint_use](hint_use.png)" in report
+
+
+def test_report_lists_each_restart_with_the_time_until_the_next_step(tmp_path):
+    for step in (1, 2, 3):
+        append_history(tmp_path, _step(step, 0.5, {"0": 4}) | {"elapsed_s": 10.0 * step})
+    restart = {
+        "kind": "restart",
+        "process": "rollout",
+        "step": 2,
+        "at_s": 21.0,
+        "exit": "was killed by SIGKILL",
+    }
+    append_history(tmp_path, restart | {"back_off_s": 0.8, "ready_after_s": 6.5})
+    append_history(tmp_path, _step(4, 0.5, {"0": 4}) | {"elapsed_s": 95.0})
+
+    report = write_report(tmp_path, {}).read_text()
+
+    assert "## Restarts (1)" in report
+    assert "| rollout | 0.3 | 2 | was killed by SIGKILL | 0.8 | 6.5 | 9.0 |" in report

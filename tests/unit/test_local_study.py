@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ghpo.local.config import RunConfigError, parse_run_config
-from ghpo.local.report import append_history
+from ghpo.local.history import append_history
 from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
 from ghpo.local.stack import Endpoints, service_specs
 from ghpo.local.study import METHOD_TEXT, STUDY_FILE, common_eval_step, run_figures

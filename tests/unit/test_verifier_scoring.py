@@ -26,10 +26,9 @@ def test_answer_tag_is_used_when_there_is_no_boxed_answer():
     assert (result.status, result.accuracy, result.format) == ("ok", 1.0, 1.0)
 
 
-def test_boxed_answer_wins_over_answer_tag():
+def test_answer_section_wins_over_a_box_after_it():
     result = score("<answer>\n3\n</answer> then \\boxed{4}", "4")
-    assert result.accuracy == 1.0
-    assert result.extracted == "4"
+    assert (result.accuracy, result.extracted) == (0.0, "3")
 
 
 def test_completion_without_any_answer_is_no_answer_but_format_is_still_scored():

@@ -30,6 +30,8 @@ def test_reference_rewards_are_the_default():
         ({"workers": 0}, "workers"),
         ({"default_weights": {"acuracy": 1.0}}, "acuracy"),
         ({"default_weights": {"accuracy": 1e9}}, "within"),
+        ({"default_weights": {"accuracy": 1.0, "format": -0.5}}, "negative weight is refused"),
+        ({"default_weights": {"accuracy": 0.0}}, "positive weight"),
         ({"max_batch_items": 100, "max_queued_items": 10}, "max_queued_items"),
         ({"max_completion_chars": 10**9}, "max_completion_chars"),
     ],

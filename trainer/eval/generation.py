@@ -7,6 +7,8 @@ the prompt does not fit the model's context`):
   `CHUNK_PROMPTS`; the service renders the chat template and decodes.
 - `LocalGenerator`: the inference service's own engine class (`VllmEngine`, vLLM's AsyncLLM) started
   here on a model folder, prompts rendered with the folder's chat template the way the service does.
+  What vLLM prints (its logger, and everything its engine core and workers write) goes to a log file
+  (`output_to`), not among the caller's own lines.
 
 Both give problem i the sampling seed `spec.seed + i` (the engine derives one seed per prompt from the
 request seed plus the prompt's index), so a run is reproducible and the two backends draw alike.
@@ -16,10 +18,14 @@ Not here: scoring, metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
+import os
+import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,13 +112,53 @@ class HttpGenerator:
         await self._client.aclose()
 
 
+@contextlib.contextmanager
+def output_to(path: Path | None) -> Iterator[None]:
+    """While inside, this process's stdout and stderr file descriptors point at `path` (so do those of
+    the processes it starts meanwhile: vLLM's engine core and workers inherit them); on the way out,
+    vLLM's logger (configured by then) is pointed there for good. None: nothing changes."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with path.open("ab") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield
+        finally:
+            _vllm_logger_to(path)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def _vllm_logger_to(path: Path) -> None:
+    """vLLM's logger writes to `path` instead of the stream it configured (same format)."""
+    logger = logging.getLogger("vllm")
+    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in logger.handlers):
+        return
+    handler = logging.FileHandler(path)
+    if logger.handlers:
+        handler.setFormatter(logger.handlers[0].formatter)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+
+
 class LocalGenerator:
     """The inference service's vLLM engine class, started in this process on a model folder."""
 
-    def __init__(self, engine: Any, tokenizer: Any, max_model_len: int):
+    def __init__(self, engine: Any, tokenizer: Any, max_model_len: int, log_path: Path | None = None):
         self._engine = engine
         self._tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.log_path = log_path
 
     @classmethod
     async def start(
@@ -125,6 +171,7 @@ class LocalGenerator:
         kv_cache_gib: int = 2,
         max_num_seqs: int = 256,
         seed: int = 0,
+        log_path: Path | None = None,
     ) -> LocalGenerator:
         from transformers import AutoTokenizer
 
@@ -132,7 +179,7 @@ class LocalGenerator:
 
         config = json.loads((Path(model) / "config.json").read_text())
         context = max_model_len or min(int(config.get("max_position_embeddings", 2048)), MAX_LOCAL_CONTEXT)
-        engine = await VllmEngine.start(
+        starting = VllmEngine.start(  # a coroutine: it runs when awaited, inside output_to
             model=str(model),
             device=device,
             dtype=dtype,
@@ -143,7 +190,9 @@ class LocalGenerator:
             seed=seed,
             logprobs_mode="raw_logprobs",
         )
-        return cls(engine, AutoTokenizer.from_pretrained(model), context)
+        with output_to(log_path):
+            engine = await starting
+        return cls(engine, AutoTokenizer.from_pretrained(model), context, log_path)
 
     def _render(self, problem: EvalProblem) -> list[int]:
         # As the inference service renders chat prompts (services/inference/app.py Runtime.render_chat).
@@ -178,7 +227,8 @@ class LocalGenerator:
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(problems))))
 
     async def close(self) -> None:
-        await self._engine.close()
+        with output_to(self.log_path):
+            await self._engine.close()
 
 
 def _sample(text: str | None, length: int, finish_reason: str) -> Generated:

@@ -45,6 +45,7 @@ class EvalConfig:
     max_model_len: int | None = None
     verifier_workers: int = 2
     benchmarks_dir: str | None = None
+    engine_log: str | None = None  # where the in-process engine's own output goes (None: the console)
 
 
 async def _start(config: EvalConfig) -> tuple[Generator, Verifier]:
@@ -57,6 +58,7 @@ async def _start(config: EvalConfig) -> tuple[Generator, Verifier]:
             device=config.device,
             max_model_len=config.max_model_len,
             seed=config.seed,
+            log_path=Path(config.engine_log) if config.engine_log else None,
         )
     if config.verifier_url:
         verifier_start: Any = asyncio.sleep(0, RemoteVerifier(config.verifier_url, token=config.token))

@@ -10,6 +10,8 @@ Modules:
 - `checkpoint`  atomic checkpoints (DeepSpeed state, RNG, step, version, rollout cursor, broker snapshot).
 - `source`      the BatchSource protocol and its HTTP implementation for the rollout server.
 - `loop`        pull -> step -> push -> announce -> ack, resume, stop conditions.
+- `outage`      waiting through an upstream outage (a service being restarted), within a budget.
+- `board`       what the status API reports, written by the loop.
 - `session`     wires a whole run from a config (what `ghpo train` calls).
 - `ranks`       this process's rank, barriers, and rank 0's decisions on every rank.
 - `metrics`     Prometheus metrics (ghpo_trainer_*); `status` the small HTTP status API.

@@ -50,6 +50,7 @@ class TrainerState:
     created_at: float = 0.0
     tag: str | None = None
     recent_batch_ids: list[str] | None = None
+    skipped_groups: int = 0  # acknowledged untrained since the last step (in the next step's history line)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -99,6 +99,12 @@ class RunSection(_Section):
         description="Append one JSON line per optimizer step (losses and the batch's reward-sparsity figures).",
     )
     num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads; 0 leaves torch's default.")
+    checkpoint_at_start: bool = Field(
+        False,
+        description="On a fresh start (nothing to resume), checkpoint step 0 first, so a trainer killed "
+        "before its first periodic checkpoint resumes in agreement with the rollout server's cursor "
+        "(on wherever a supervisor restarts the trainer: ghpo run, compose, Kubernetes).",
+    )
     port: int = Field(8105, ge=0, le=65535, description="Metrics and status port; 0 = not served.")
     host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Status server interface.")
 
@@ -127,6 +133,13 @@ class ServicesSection(_Section):
         "float32", description="dtype of pushed weights: what the inference replicas serve."
     )
     timeout_s: float = Field(120.0, gt=0.0, le=3600.0, description="Time limit of one HTTP call.")
+    outage_budget_s: float = Field(
+        600.0,
+        ge=0.0,
+        le=86_400.0,
+        description="How long the trainer waits for the rollout server or the broker to come back (being "
+        "restarted) before it checkpoints and stops; a stop request ends the wait at once.",
+    )
     weight_transport: Literal["http", "nccl"] = Field(
         "http",
         description="How weights reach inference: HTTP buckets (any machine), or an NCCL broadcast from this "

@@ -15,7 +15,20 @@ every `run.checkpoint_every` steps and at the end. A non-finite loss or gradient
 `TrainingStopped`, after saving the last good state -- on every rank at once, even when only one rank
 saw it (the check is collective, step.py). With several data-parallel ranks, rank 0 alone talks to the
 services (pulls, announces, acks, pushes); its decisions reach the others by `rank0_decides`, and every
-rank trains its share of each batch. Not here: the step's maths (step.py).
+rank trains its share of each batch.
+
+Upstream outages: every call to the rollout server and the broker goes through `Patience` (outage.py):
+a service being restarted is waited for, up to `services.outage_budget_s`; past it the run stops with
+`TrainingStopped` after a checkpoint. A stop request (SIGTERM) ends any wait at once, and the run always
+ends with a checkpoint of its last good state: when the rollout server cannot be asked for its cursor,
+the checkpoint keeps the cursor its last acknowledgement reported (the same trained state); when the
+broker cannot be asked for a snapshot, the checkpoint has none and a resume keeps the broker's own state.
+A fresh start (nothing to resume) writes a step-0 checkpoint first (`run.checkpoint_at_start`), so a
+trainer killed before its first periodic checkpoint comes back from a state that agrees with the rollout
+server's cursor instead of leaving the groups it acknowledged untrained. Each step's history line says
+which batch it trained (`batch_id`), the groups acknowledged untrained before it (`skipped_groups`,
+batches with nothing trainable) and how long the last checkpoint took (`checkpoint_s`); a step redone
+after a resume is appended again, and the later line wins. Not here: the step's maths (step.py).
 """
 
 from __future__ import annotations
@@ -24,15 +37,18 @@ import collections
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import TypeVar
 
 from ghpo.shared.logs import get_logger
 from ghpo.shared.schemas.rollout import Batch, RolloutCursor
-from ghpo.shared.schemas.trainer import CheckpointInfo, TrainerPhase, TrainerStatus
+from ghpo.shared.schemas.trainer import CheckpointInfo, TrainerPhase
 from ghpo.trainer.train import metrics
 from ghpo.trainer.train.batches import batch_sparsity_record, trainable
+from ghpo.trainer.train.board import StatusBoard
 from ghpo.trainer.train.checkpoint import Checkpointer, TrainerState
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.outage import Patience, StopRequested, UpstreamLost, is_outage
 from ghpo.trainer.train.ranks import rank, rank0_decides
 from ghpo.trainer.train.source import BatchSource, BrokerClient
 from ghpo.trainer.train.step import NonFiniteError, StepResult, train_step
@@ -40,35 +56,11 @@ from ghpo.trainer.train.weights import WeightSync
 
 log = get_logger(__name__)
 RECENT_BATCHES = 1024
+T = TypeVar("T")
 
 
 class TrainingStopped(RuntimeError):
     """The run stopped before `run.steps` for a reason the message gives (non-finite, empty batches)."""
-
-
-@dataclass
-class StatusBoard:
-    """What the status API reports; written by the loop, read by the HTTP thread."""
-
-    phase: TrainerPhase = TrainerPhase.starting
-    step: int = 0
-    policy_version: int = 0
-    last_batch_id: str | None = None
-    consecutive_empty: int = 0
-    last_checkpoint: CheckpointInfo | None = None
-    message: str | None = None
-    checkpoint_requested: threading.Event = field(default_factory=threading.Event)
-
-    def snapshot(self) -> TrainerStatus:
-        return TrainerStatus(
-            phase=self.phase,
-            step=self.step,
-            policy_version=self.policy_version,
-            last_batch_id=self.last_batch_id,
-            consecutive_empty_batches=self.consecutive_empty,
-            last_checkpoint=self.last_checkpoint,
-            message=self.message[:8000] if self.message else None,
-        )
 
 
 class Trainer:
@@ -98,6 +90,12 @@ class Trainer:
         self.stop_requested = threading.Event()
         # When the trainer last became free for a batch: a step's wait is the time from here to its batch.
         self._free_since = time.monotonic()
+        self.patience = Patience(self.config.services.outage_budget_s, self.stop_requested)
+        # The rollout server's trained cursor as of the last acknowledgement (or the restored checkpoint):
+        # what a checkpoint keeps when the rollout server cannot be asked.
+        self.last_cursor: RolloutCursor | None = None
+        self.skipped_groups = 0  # groups acknowledged without a step since the last step (empty batches)
+        self.last_checkpoint_s: float | None = None
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -113,19 +111,34 @@ class Trainer:
             state, snapshot = self.checkpointer.load(self.train, folder)
             self.step, self.policy_version = state.step, state.policy_version
             self.recent.extend(state.recent_batch_ids or [])
+            self.skipped_groups = state.skipped_groups
             cursor = RolloutCursor.model_validate(state.cursor) if state.cursor else None
             self.status.last_checkpoint = self.checkpointer.info(folder)
             log.info(
                 "resumed from %s: step %d, policy version %d", folder.name, self.step, self.policy_version
             )
-        self._sync_at_start(resumed=folder is not None)
-        if snapshot is not None and self.broker is not None and self.rank0:
-            self.broker.restore(snapshot)
-        if cursor is not None and self.rank0:
-            self.source.set_cursor(cursor)
+        self.last_cursor = cursor
+        try:
+            self._sync_at_start(resumed=folder is not None)
+            if snapshot is not None and self.broker is not None and self.rank0:
+                broker = self.broker
+                self._upstream("restoring the broker snapshot", lambda: broker.restore(snapshot))
+            if cursor is not None and self.rank0:
+                self._upstream("rewinding the rollout cursor", lambda: self.source.set_cursor(cursor))
+        except StopRequested as exc:  # run() sees the request and keeps the state it starts from
+            log.info("stop requested while waiting for %s at start", exc)
+            return folder is not None
+        except UpstreamLost as exc:
+            raise TrainingStopped(f"{exc}. Stopped at start, step {self.step}") from exc
         self._publish()
+        if folder is None and self.config.run.checkpoint_at_start:
+            self.checkpoint(tag="start")
         self._free_since = time.monotonic()
         return folder is not None
+
+    def _upstream(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn()` (a call to the rollout server or the broker, rank 0), waited for through an outage."""
+        return self.patience.call(what, fn)
 
     def _sync_at_start(self, *, resumed: bool) -> None:
         self.status.phase = TrainerPhase.syncing_weights
@@ -139,7 +152,7 @@ class Trainer:
             push, self.policy_version = rank0_decides((push, version))
             if push:
                 self.weight_sync.push(self.train, self.policy_version)
-        held = self.source.announce_policy_version(self.policy_version) if self.rank0 else None
+        held = self._announce() if self.rank0 else None
         # Redis outlived a restart of inference: the rollout server's version (it never goes back) is
         # ahead of what is served, and it would wait forever for inference to reach it. Go past it.
         ahead = rank0_decides(held is not None and held > self.policy_version)
@@ -148,7 +161,13 @@ class Trainer:
             log.info("the rollout server holds version %d: pushing as %d", held, self.policy_version)
             self.weight_sync.push(self.train, self.policy_version)
             if self.rank0:
-                self.source.announce_policy_version(self.policy_version)
+                self._announce()
+
+    def _announce(self) -> int | None:
+        version = self.policy_version
+        return self._upstream(
+            "announcing the policy version", lambda: self.source.announce_policy_version(version)
+        )
 
     # ---- run
     def run(self, stop_after: int | None = None) -> list[StepResult]:
@@ -159,9 +178,9 @@ class Trainer:
             while self.step < last and not rank0_decides(self.stop_requested.is_set()):
                 self.status.phase = TrainerPhase.waiting_for_batch
                 # rank 0 pulls; every data-parallel rank trains on its share of the same batch
-                batch = rank0_decides(
-                    self.source.next_batch(self.config.run.batch_wait_s) if self.rank0 else None
-                )
+                batch, lost = rank0_decides(self._next_batch() if self.rank0 else None)
+                if lost is not None:  # on every rank, so all of them checkpoint together
+                    raise UpstreamLost(lost)
                 if batch is not None:
                     self._handle(batch)
                 elif self.weight_sync is not None:  # idle: bring a restarted or missed replica up now
@@ -169,6 +188,12 @@ class Trainer:
                 if rank0_decides(self.status.checkpoint_requested.is_set()):  # asked for over HTTP
                     self.status.checkpoint_requested.clear()
                     self.checkpoint(tag="requested")
+        except StopRequested as exc:
+            log.info("stop requested while waiting for %s: checkpointing the last good state", exc)
+        except UpstreamLost as exc:
+            self.status.phase, self.status.message = TrainerPhase.failed, str(exc)
+            info = self.checkpoint(tag="upstream-lost")
+            raise TrainingStopped(f"{exc}. Stopped; checkpoint {info.name} (step {info.step})") from exc
         except TrainingStopped as exc:
             self.status.phase, self.status.message = TrainerPhase.failed, str(exc)
             raise
@@ -176,6 +201,16 @@ class Trainer:
             self.checkpoint()
         self.status.phase, self.status.message = TrainerPhase.stopped, f"stopped after step {self.step}"
         return self.history
+
+    def _next_batch(self) -> tuple[Batch | None, str | None]:
+        """(the next batch or None, why the rollout server is lost or None); a stop ends the wait."""
+        wait_s = self.config.run.batch_wait_s
+        try:
+            return self._upstream("fetching the next batch", lambda: self.source.next_batch(wait_s)), None
+        except StopRequested:
+            return None, None  # the loop sees the stop request next
+        except UpstreamLost as exc:
+            return None, str(exc)
 
     def _handle(self, batch: Batch) -> None:
         received = time.monotonic()
@@ -192,6 +227,7 @@ class Trainer:
             metrics.EMPTY_BATCHES.inc()
             self.recent.append(batch.batch_id)
             self._ack(batch.batch_id)
+            self.skipped_groups += len(batch.groups)
             if self.status.consecutive_empty >= self.config.run.max_empty_batches:
                 self.checkpoint(tag="empty-batches")
                 raise TrainingStopped(
@@ -222,7 +258,7 @@ class Trainer:
             self.status.phase = TrainerPhase.syncing_weights
             self.weight_sync.push(self.train, self.policy_version)
         if self.rank0:
-            self.source.announce_policy_version(self.policy_version)
+            self._announce()
         # Where the step's time went: waiting for the batch (generation not done, or the pull), the
         # forward/backward/optimizer step, and pushing the new weights to inference.
         seconds = {
@@ -230,7 +266,7 @@ class Trainer:
             "train_s": round(trained - started, 3),
             "sync_s": round(time.monotonic() - trained, 3),
         }
-        self._append_history(result, stats | seconds)
+        self._append_history(result, stats | seconds, batch.batch_id)
         self.recent.append(batch.batch_id)
         due = self.step % self.config.run.checkpoint_every == 0
         # The broker snapshot is taken before the ack: the ack lets the rollout server report the next
@@ -256,7 +292,9 @@ class Trainer:
 
     def _ack(self, batch_id: str) -> None:
         if self.rank0:
-            self.source.ack(batch_id, self.policy_version)
+            version = self.policy_version
+            cursor = self._upstream("acknowledging a batch", lambda: self.source.ack(batch_id, version))
+            self.last_cursor = cursor or self.last_cursor
 
     def _record(self, r: StepResult) -> None:
         metrics.STEPS.inc()
@@ -277,13 +315,16 @@ class Trainer:
             r.lr,
         )
 
-    def _append_history(self, r: StepResult, stats: dict) -> None:
+    def _append_history(self, r: StepResult, stats: dict, batch_id: str) -> None:
         """One JSON line per step for `ghpo run`'s report (rank 0, when run.history_file is set)."""
         path = self.config.run.history_file
         if not path or not self.rank0:
             return
         record = {
             "step": self.step,
+            "batch_id": batch_id,
+            "skipped_groups": self.skipped_groups,
+            "checkpoint_s": self.last_checkpoint_s,
             "policy_version": self.policy_version,
             "loss": r.loss,
             "grad_norm": r.grad_norm,
@@ -295,6 +336,7 @@ class Trainer:
         }
         with open(path, "a") as out:
             out.write(json.dumps(record) + "\n")
+        self.skipped_groups = 0
 
     def _publish(self) -> None:
         self.status.step, self.status.policy_version = self.step, self.policy_version
@@ -302,13 +344,36 @@ class Trainer:
 
     # ---- checkpoints
     def _broker_snapshot(self) -> bytes | None:
-        return self.broker.snapshot() if self.broker is not None and self.rank0 else None
+        """The broker's state now, or None without a broker or while it cannot answer."""
+        if self.broker is None or not self.rank0:
+            return None
+        what = "no broker snapshot in this checkpoint (a resume keeps the broker's state)"
+        return self._unless_down(what, self.broker.snapshot, None)
+
+    def _cursor(self) -> RolloutCursor | None:
+        """The rollout server's trained cursor now, else the one its last acknowledgement reported."""
+        if not self.rank0:
+            return None
+        what = "the checkpoint keeps the rollout cursor of the last acknowledgement"
+        return self._unless_down(what, self.source.get_cursor, self.last_cursor)
+
+    @staticmethod
+    def _unless_down(what: str, fn: Callable[[], T], fallback: T) -> T:
+        """`fn()`, or `fallback` (saying `what` that means) while its service is down."""
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("%s: %s", what, exc)
+            return fallback
 
     def checkpoint(self, tag: str | None = None, snapshot: bytes | None = None) -> CheckpointInfo:
         """Save now; `snapshot` is a broker snapshot already taken for this step (else one is taken)."""
         phase = self.status.phase
         self.status.phase = TrainerPhase.checkpointing
-        cursor = self.source.get_cursor() if self.rank0 else None
+        started = time.monotonic()
+        cursor = self._cursor()
         if snapshot is None:
             snapshot = self._broker_snapshot()
         state = TrainerState(
@@ -317,8 +382,10 @@ class Trainer:
             cursor=cursor.model_dump() if cursor is not None else None,
             tag=tag,
             recent_batch_ids=list(self.recent),
+            skipped_groups=self.skipped_groups,
         )
         info = self.checkpointer.save(self.train, state, snapshot)
+        self.last_checkpoint_s = round(time.monotonic() - started, 3)
         self.status.last_checkpoint = info
         self.status.phase = phase
         log.info("checkpoint %s written (step %d, version %d)", info.name, info.step, info.policy_version)

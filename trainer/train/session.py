@@ -9,11 +9,11 @@ import contextlib
 import signal
 import threading
 
-from ghpo.shared.settings import ServiceSettings
+from ghpo.trainer.train.board import StatusBoard
 from ghpo.trainer.train.checkpoint import Checkpointer
 from ghpo.trainer.train.config import TrainConfig
 from ghpo.trainer.train.engine import build_engine
-from ghpo.trainer.train.loop import StatusBoard, Trainer
+from ghpo.trainer.train.loop import Trainer
 from ghpo.trainer.train.ranks import rank
 from ghpo.trainer.train.source import BatchSource, BrokerClient, RolloutClient
 from ghpo.trainer.train.step import StepResult
@@ -22,8 +22,13 @@ from ghpo.trainer.train.weights import WeightSync
 
 def run_training(config: TrainConfig, source: BatchSource | None = None) -> list[StepResult]:
     services = config.services
-    train = build_engine(config)
     rank0 = rank() == 0
+    serve_status = bool(config.run.port) and rank0
+    if serve_status:  # checked before the engine is built: a refused token fails in a second
+        from ghpo.trainer.train.status import create_app, serving, status_settings
+
+        settings = status_settings(config.run.host, config.run.port, services.token)
+    train = build_engine(config)
     if source is None:
         if services.rollout_url is None:
             raise ValueError("services.rollout_url is required")
@@ -59,10 +64,7 @@ def run_training(config: TrainConfig, source: BatchSource | None = None) -> list
             stack.callback(sync.close)
         if broker is not None:
             stack.callback(broker.close)
-        if config.run.port and rank0:
-            from ghpo.trainer.train.status import create_app, serving
-
-            settings = ServiceSettings(host=config.run.host, port=config.run.port, token=services.token)
+        if serve_status:
             stack.enter_context(
                 serving(create_app(settings, board, checkpointer), config.run.host, config.run.port)
             )

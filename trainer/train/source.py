@@ -12,14 +12,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from ghpo.shared.http import SyncServiceClient
-from ghpo.shared.schemas.rollout import Batch, BatchAck, PolicyVersionUpdate, RolloutCursor
+from ghpo.shared.schemas.rollout import Batch, BatchAck, BatchAckResult, PolicyVersionUpdate, RolloutCursor
 
 
 class BatchSource(Protocol):
     def next_batch(self, wait_s: float) -> Batch | None:
         """The next batch, or None when none is ready within `wait_s` seconds."""
 
-    def ack(self, batch_id: str, policy_version: int) -> None: ...
+    def ack(self, batch_id: str, policy_version: int) -> RolloutCursor | None:
+        """Acknowledge a trained (or untrainable) batch; returns the source's trained cursor after it, or
+        None if it keeps none."""
 
     def announce_policy_version(self, policy_version: int) -> int | None:
         """Tell the source which version inference serves; returns the version the source now holds (it
@@ -47,13 +49,15 @@ class RolloutClient:
             return None
         return Batch.model_validate_json(response.content)
 
-    def ack(self, batch_id: str, policy_version: int) -> None:
-        self.client.request_json(
+    def ack(self, batch_id: str, policy_version: int) -> RolloutCursor | None:
+        result = self.client.request_json(
             "POST",
             f"/v1/batches/{batch_id}/ack",
             json=BatchAck(policy_version=policy_version),
+            response_model=BatchAckResult,
             idempotency_key=f"ack-{batch_id}-{policy_version}",
         )
+        return result.cursor
 
     def announce_policy_version(self, policy_version: int) -> int | None:
         held = self.client.request_json(
