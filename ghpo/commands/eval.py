@@ -53,7 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="in-process engine device (cpu)")
     p.add_argument("--max-model-len", type=int, help="in-process context length (default: the model's)")
     p.add_argument("--verifier-workers", type=int, default=2, help="in-process verifier workers (2)")
-    p.add_argument("--benchmarks-dir", type=Path, help="benchmarks folder (default $GHPO_BENCHMARKS_DIR)")
+    p.add_argument(
+        "--benchmarks-dir",
+        type=Path,
+        help="folder of the benchmark files (default $GHPO_BENCHMARKS_DIR, ../shared/data/benchmarks, "
+        "else the Hugging Face hub)",
+    )
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--samples-out", type=Path, help="write every scored completion here (JSON Lines)")
     p.set_defaults(func=run_eval)
@@ -140,14 +145,18 @@ def build_config(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ghpo.shared.data import BenchmarkUnavailable, MappingError, SourceFormatError
     from ghpo.trainer.eval.run import evaluate, print_table
 
     config = build_config(args)
     if config.k > 1 and config.temperature == 0.0:
         print("note: --k > 1 at --temperature 0 draws the same greedy sample k times", file=sys.stderr)
-    report = asyncio.run(
-        evaluate(config, samples_out=args.samples_out, log=lambda line: print(line, file=sys.stderr))
-    )
+    try:  # the problems are built first: missing data is one line, before any engine starts
+        report = asyncio.run(
+            evaluate(config, samples_out=args.samples_out, log=lambda line: print(line, file=sys.stderr))
+        )
+    except (BenchmarkUnavailable, MappingError, SourceFormatError) as exc:
+        raise CliError(" ".join(str(exc).split())) from None
     report["command"] = shlex.join(["ghpo", *sys.argv[1:]])
     print_table(report)
     if args.out is not None:
