@@ -107,3 +107,19 @@ def test_ghpo_export_reads_the_run_folder_records_its_prompt_and_replaces_only_a
     with pytest.raises(ExportError, match="not an earlier ghpo export"):
         export_checkpoint(checkpoint, model_dir, occupied)
     assert main(["export", "--run-dir", str(tmp_path / "nothing")]) == 2  # one line, no traceback
+
+
+def test_eval_asks_an_exported_policy_with_the_prompt_it_was_trained_with(model_dir, tmp_path):
+    from ghpo.cli import build_parser
+    from ghpo.commands.eval import build_config
+
+    checkpoint, _train = trained_checkpoint(model_dir, tmp_path / "checkpoints", 0)
+    out = export_checkpoint(
+        checkpoint, model_dir, tmp_path / "export", info={"prompt": {"system": "S", "instruction": "I"}}
+    )
+    args = build_parser().parse_args(["eval", "--model", str(out), "--benchmarks", "arith"])
+    assert (build_config(args).system, build_config(args).instruction) == ("S", "I")
+    args = build_parser().parse_args(
+        ["eval", "--model", str(out), "--benchmarks", "arith", "--instruction", ""]
+    )
+    assert build_config(args).instruction == ""  # a flag overrides the record
