@@ -21,15 +21,18 @@ the tail of its log; `--resume` continues), or run on several machines (compose,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ghpo.local.config import RunConfig
+from ghpo.local.exits import exit_description
+from ghpo.local.export import export_at_end
+from ghpo.local.heldout import evaluate_heldout
+from ghpo.local.preflight import preflight
 from ghpo.local.processes import Child, Supervisor
-from ghpo.local.report import append_history, load_history, write_report
+from ghpo.local.report import append_history, level_order, load_history, write_report
 from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
 from ghpo.shared.http import SyncServiceClient
 from ghpo.shared.redis_local import LocalRedis
@@ -45,8 +48,9 @@ class RunError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
 
 
-def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunConfig:
-    """Create or reopen the run folder; a resumed run keeps the config it started with."""
+def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool, log: Any = print) -> RunConfig:
+    """Create or reopen the run folder; a resumed run keeps the config it started with. Returns the config
+    checked and resolved for this machine (ghpo.local.preflight), before anything is written."""
     saved = run_dir / CONFIG_FILE
     if resume:
         if not saved.exists():
@@ -54,34 +58,16 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
         stored = RunConfig.model_validate_json(saved.read_text())
         if cfg is not None and cfg != stored:
             raise RunError(f"--resume with a different config than {saved}: resume without --config")
-        return stored
+        return preflight(stored, log)
     if saved.exists():
         raise RunError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir"
         )
     cfg = cfg or RunConfig()
+    resolved = preflight(cfg, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(cfg.model_dump_json(indent=2))
-    return cfg
-
-
-def evaluate_heldout(cfg: RunConfig, ends: Endpoints) -> dict[str, float]:
-    """Greedy held-out accuracy per arith level, through the running inference and verifier services."""
-    from ghpo.trainer.eval.run import EvalConfig, evaluate
-
-    config = EvalConfig(
-        benchmarks=("arith",),
-        arith_levels=tuple(cfg.run.eval_levels),
-        arith_per_level=cfg.run.eval_per_level,
-        max_tokens=cfg.rollout.max_tokens,
-        seed=cfg.run.seed,
-        inference_url=ends.url("inference"),
-        verifier_url=ends.url("verifier"),
-        token=ends.token,
-    )
-    report = asyncio.run(evaluate(config, log=lambda _msg: None))
-    levels = report["results"]["arith"]["levels"]
-    return {level: float(metrics["pass@1"]) for level, metrics in levels.items()}
+    return resolved
 
 
 def rollout_counters(client: SyncServiceClient) -> dict[str, Any]:
@@ -130,7 +116,9 @@ class TrainerSteps:
 
 
 def _summary_line(step: int, steps: int, accuracy: dict[str, float], last: dict[str, Any] | None) -> str:
-    acc = " ".join(f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: int(kv[0])))
+    acc = " ".join(
+        f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: level_order(kv[0]))
+    )
     if last is None:
         return f"step {step}/{steps} | held-out {acc}"
     levels = " ".join(
@@ -149,7 +137,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
     from ghpo.trainer.tiny.build import ensure_tiny_model
 
     run_dir = Path(run_dir).resolve()
-    cfg = prepare_run_dir(run_dir, cfg, resume)
+    cfg = prepare_run_dir(run_dir, cfg, resume, log)
     model_path = Path(cfg.model.path) if cfg.model.path else ensure_tiny_model(log=log)
     started = time.monotonic()
     redis = LocalRedis(run_dir / "redis").start()
@@ -225,7 +213,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
             last_step = last_record["step"] if last_record else last_step
             code = trainer.process.returncode
             if code not in (0, None) and reason is None:
-                raise trainer.failure(f"exited with code {code}")
+                raise trainer.failure(exit_description(code, trainer.log_tail(), cfg))
             end = {
                 "stop_reason": reason or f"trainer finished at step {last_step}",
                 "step": last_step,
@@ -237,6 +225,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
             _record_eval(cfg, ends, run_dir, last_step, started, counters)
     finally:
         redis.stop()
+    export_at_end(run_dir, cfg.run.export, log)
     return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
 
 
@@ -258,6 +247,8 @@ def _record_eval(
     cfg: RunConfig, ends: Endpoints, run_dir: Path, step: int, started: float, counters: dict[str, Any]
 ) -> dict[str, float]:
     accuracy = evaluate_heldout(cfg, ends)
+    if cfg.run.eval == "off":
+        return accuracy
     elapsed = round(time.monotonic() - started, 2)
     record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
     append_history(run_dir, record | {"rollout": counters})
