@@ -47,10 +47,10 @@ tiny-model: install
 	$(BIN)/ghpo tiny build --eval-per-level 0
 
 # The main job: the whole system on this machine, training the tiny model with GHPO (about 15 minutes on
-# 2 cores), ending with report.md and plots in a fresh run folder, runs/<timestamp>.
-# Ctrl-C stops it; the message says how to resume.
+# 2 cores), ending with report.md, plots and the exported policy in a fresh run folder, runs/<timestamp>
+# (`ghpo run`'s default). Ctrl-C stops it; the message says how to resume.
 run: install
-	$(BIN)/ghpo run --run-dir runs/$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/ghpo run
 
 lint: install-dev
 	$(BIN)/ruff check .
