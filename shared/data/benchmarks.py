@@ -172,11 +172,6 @@ def _benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-def benchmark_path(name: str, root: Path | None = None) -> Path:
-    """The local file of a benchmark (FileNotFoundError when no local folder is found)."""
-    return Path(root or default_benchmarks_root()) / _benchmark(name).filename
-
-
 def load_hub_benchmark(
     name: str,
     *,
