@@ -1,7 +1,9 @@
 """The `ghpo` command line: one entry point, one module per subcommand under `ghpo.commands`.
 
 Each command module exposes `add_parser(subparsers)`; heavy imports (torch, vLLM, math-verify)
-happen only inside the command that needs them, so `ghpo --help` stays instant.
+happen only inside the command that needs them, so `ghpo --help` stays instant. Help text generated
+from the config models (`ghpo run --help`, `ghpo serve SERVICE --help`) is given as `epilog_from`, a
+function called only when that help is printed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 from ghpo import __version__
 from ghpo.errors import CliError
@@ -23,11 +26,28 @@ COMMAND_MODULES = [
     "ghpo.commands.bench",
     "ghpo.commands.train",
     "ghpo.commands.run",
+    "ghpo.commands.export",
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be computed when help is printed (`epilog_from=callable`),
+    keeping the models it is generated from unimported until then; epilogs keep their line breaks."""
+
+    def __init__(self, *args: object, epilog_from: Callable[[], str] | None = None, **kwargs: object):
+        if epilog_from is not None:
+            kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self.epilog_from is not None:
+            self.epilog = self.epilog_from()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ghpo",
         description="GHPO: RL with verifiable rewards and adaptive solution hints for hard prompts.",
     )

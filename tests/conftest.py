@@ -1,8 +1,9 @@
-"""Shared pytest wiring: real uvicorn servers and a real Redis server as fixtures, GPU skip."""
+"""Shared pytest wiring: real uvicorn servers, a real Redis server and the benchmark files as fixtures,
+GPU skip."""
 
 import pytest
 
-pytest_plugins = ["tests.support.server", "tests.support.redis"]
+pytest_plugins = ["tests.support.server", "tests.support.redis", "tests.support.benchmarks"]
 
 
 def pytest_collection_modifyitems(config, items):

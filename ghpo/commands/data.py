@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--config", help="dataset configuration name (Hugging Face sources)")
     i.add_argument("--name", help="label for records and id prefix (default: file stem or benchmark name)")
     i.add_argument(
-        "--benchmarks-dir", type=Path, help="benchmarks folder (default $GHPO_BENCHMARKS_DIR or ../shared)"
+        "--benchmarks-dir",
+        type=Path,
+        help="folder of the benchmark files (default $GHPO_BENCHMARKS_DIR, ../shared/data/benchmarks, "
+        "else the Hugging Face hub)",
     )
     i.add_argument("--no-check", action="store_true", help="skip the math-verify parse of gold answers")
     i.add_argument("--require-solution", action="store_true", help="skip rows without a worked solution")
@@ -46,17 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ghpo.shared.data import BENCHMARKS, FieldMapping, load_prompts
-    from ghpo.shared.data.benchmarks import benchmark_path
+    from ghpo.shared.data import BENCHMARKS, FieldMapping, load_benchmark, load_prompts
 
     if args.source in BENCHMARKS and not Path(args.source).exists():
-        bench = BENCHMARKS[args.source]
-        path = benchmark_path(args.source, args.benchmarks_dir)
-        return load_prompts(
-            path,
-            bench.mapping.with_overrides(args.map),
-            fmt=args.format or "jsonl",
-            name=args.name or bench.name,
+        return load_benchmark(
+            args.source,
+            args.benchmarks_dir,
+            overrides=args.map,
             check_answers=not args.no_check,
             require_solution=args.require_solution,
         )
@@ -78,7 +77,7 @@ def _preview(text: str | None, limit: int = 100) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ghpo.shared.data import MappingError, SourceFormatError
+    from ghpo.shared.data import BenchmarkUnavailable, MappingError, SourceFormatError
 
     if not 0 <= args.sample <= 50:
         raise CliError(f"--sample must be in 0..50, got {args.sample}")
@@ -86,6 +85,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         result = _load(args)
     except MappingError as exc:
         raise CliError(f"--map: field {exc.field!r}: {exc}") from None
+    except BenchmarkUnavailable as exc:
+        raise CliError(str(exc)) from None
     except (SourceFormatError, FileNotFoundError, KeyError, ValueError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     records, report = result.records, result.report

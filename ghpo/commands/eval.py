@@ -3,7 +3,10 @@
 Parses and checks the flags (a bad value is a CliError naming the flag), runs
 `ghpo.trainer.eval.run.evaluate`, prints a table and writes the JSON report. Generation runs against a
 running inference service (`--inference-url`) or in this process with the inference service's vLLM engine
-class on `--model` (default: the tiny model, built on first use). Not here: the evaluation itself.
+class on `--model` (default: the tiny model, built on first use). A `ghpo export` folder records the
+prompt template its run trained with (system turn, instruction); it is used unless --system or
+--instruction say otherwise. Missing benchmark data is one error line naming what to do, before any
+engine starts. Not here: the evaluation itself.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed; problem i uses seed + i (0)")
     p.add_argument(
         "--instruction",
-        default="",
         help="text appended to each problem's user turn, e.g. ' Put your final answer within \\boxed{}.' "
-        "(default none: the tiny model's format)",
+        "(default: the prompt a `ghpo export` folder was trained with, else none: the tiny model's format)",
+    )
+    p.add_argument(
+        "--system",
+        help="system turn of every prompt (default: the exported run's, else none)",
     )
     p.add_argument("--model", type=Path, help="model folder for in-process vLLM (default: the tiny model)")
     p.add_argument("--inference-url", help="a running inference service to generate with, instead of --model")
@@ -53,7 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="in-process engine device (cpu)")
     p.add_argument("--max-model-len", type=int, help="in-process context length (default: the model's)")
     p.add_argument("--verifier-workers", type=int, default=2, help="in-process verifier workers (2)")
-    p.add_argument("--benchmarks-dir", type=Path, help="benchmarks folder (default $GHPO_BENCHMARKS_DIR)")
+    p.add_argument(
+        "--benchmarks-dir",
+        type=Path,
+        help="folder of the benchmark files (default $GHPO_BENCHMARKS_DIR, ../shared/data/benchmarks, "
+        "else the Hugging Face hub)",
+    )
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--samples-out", type=Path, help="write every scored completion here (JSON Lines)")
     p.set_defaults(func=run_eval)
@@ -117,6 +128,7 @@ def build_config(args: argparse.Namespace):
     for flag, path in (("--out", args.out), ("--samples-out", args.samples_out)):
         if path is not None and not path.parent.is_dir():
             raise CliError(f"{flag}: folder {path.parent} does not exist")
+    trained = _trained_prompt(model)
     return EvalConfig(
         benchmarks=benchmarks,
         k=args.k,
@@ -127,7 +139,8 @@ def build_config(args: argparse.Namespace):
         limit=args.limit,
         arith_per_level=args.arith_per_level,
         arith_levels=_levels(args.arith_levels),
-        instruction=args.instruction,
+        instruction=args.instruction if args.instruction is not None else trained.get("instruction", ""),
+        system=args.system if args.system is not None else trained.get("system", ""),
         model=str(model) if model is not None else None,
         inference_url=args.inference_url,
         verifier_url=args.verifier_url,
@@ -149,8 +162,17 @@ def engine_log_path(out: Path | None) -> Path:
     )
 
 
+def _trained_prompt(model: Path | None) -> dict[str, str]:
+    """The prompt template a `ghpo export` folder records (empty for any other model folder)."""
+    from ghpo.trainer.train.export import read_export_info
+
+    info = read_export_info(model) if model is not None else None
+    return dict(info.get("prompt", {})) if info else {}
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from ghpo.trainer.eval.run import evaluate, print_table
+    from ghpo.shared.data import BenchmarkUnavailable, MappingError, SourceFormatError
+    from ghpo.trainer.eval.run import eval_problems, evaluate, print_table
 
     config = build_config(args)
     if config.engine_log is not None:
@@ -162,8 +184,17 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"vLLM's own output goes to {config.engine_log}", file=sys.stderr)
     if config.k > 1 and config.temperature == 0.0:
         print("note: --k > 1 at --temperature 0 draws the same greedy sample k times", file=sys.stderr)
+    try:  # the problems first: missing data is one line, before any engine starts
+        problems = eval_problems(config)
+    except (BenchmarkUnavailable, MappingError, SourceFormatError) as exc:
+        raise CliError(" ".join(str(exc).split())) from None
     report = asyncio.run(
-        evaluate(config, samples_out=args.samples_out, log=lambda line: print(line, file=sys.stderr))
+        evaluate(
+            config,
+            problems=problems,
+            samples_out=args.samples_out,
+            log=lambda line: print(line, file=sys.stderr),
+        )
     )
     report["command"] = shlex.join(["ghpo", *sys.argv[1:]])
     print_table(report)

@@ -3,6 +3,8 @@
 Every service package exposes `settings.Settings` (read from GHPO_<SERVICE>_* environment variables)
 and `app.create_app(settings)`. Command-line flags override the environment for host and port only;
 everything else is configured through the environment, as in the compose file and Kubernetes manifests.
+`ghpo serve SERVICE --help` lists every variable the service reads, with its bounds and default
+(generated from the settings class: ghpo.config_reference).
 """
 
 from __future__ import annotations
@@ -13,14 +15,38 @@ import importlib
 from ghpo.errors import CliError
 
 SERVICES = ("verifier", "broker", "inference", "rollout")
+DESCRIPTIONS = {
+    "verifier": "Scores completions against gold answers with math-verify (POST /v1/verify).",
+    "broker": "Holds each prompt's hint-level state in Redis and plans hint levels (POST /v1/plan).",
+    "inference": "Generates completions with vLLM and takes weight updates (POST /v1/generate).",
+    "rollout": "Runs the GHPO sampling loop and queues scored groups for the trainer (GET /v1/batches/next).",
+}
+
+
+def _settings_help(service: str):
+    def epilog() -> str:
+        from ghpo.config_reference import settings_help
+
+        return settings_help(service)
+
+    return epilog
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run one service (" + ", ".join(SERVICES) + ")")
-    p.add_argument("service", choices=SERVICES)
-    p.add_argument("--host", help="bind address (default: GHPO_<SERVICE>_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: GHPO_<SERVICE>_PORT)")
-    p.set_defaults(func=run)
+    p = sub.add_parser(
+        "serve",
+        help="run one service (" + ", ".join(SERVICES) + ")",
+        description="Run one service; its settings come from GHPO_<SERVICE>_* environment variables "
+        "(`ghpo serve SERVICE --help` lists them).",
+    )
+    services = p.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    for name in SERVICES:
+        s = services.add_parser(
+            name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name], epilog_from=_settings_help(name)
+        )
+        s.add_argument("--host", help=f"bind address (default: GHPO_{name.upper()}_HOST or 127.0.0.1)")
+        s.add_argument("--port", type=int, help=f"port (default: GHPO_{name.upper()}_PORT)")
+        s.set_defaults(func=run)
 
 
 def load_settings(service: str, **overrides):

@@ -2,13 +2,15 @@
 
 What it is for: one place that fixes the GHPO settings every component must agree on (hint ladder, cold
 start, group size, advantage convention), so the broker, the rollout server and the trainer cannot
-drift apart; plus the run's budget, evaluation cadence and the few service knobs a local run needs.
+drift apart; plus the run's model, data (source, field mapping, levels, held-out rows), prompt template,
+budget, evaluation and the few service knobs a local run needs.
 `[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through; where `ghpo run`
 sets its own defaults in them (no cold start, a constant lr of 3e-4 after 5 warm-up steps, micro-batches
-of 64 rows grouped by length, since GHPO's long hinted prompts would otherwise set the padded width of
-most of them), a section given in the file is laid over those key by key, so `[optim] lr = 1e-3` keeps
-the constant schedule instead of falling back to the trainer's cosine one. Unknown sections and keys are
-errors naming `section.key`.
+sized from a memory estimate ("auto": at most 64 rows) and grouped by length, since GHPO's long hinted
+prompts would otherwise set the padded width of most of them), a section given in the file is laid over
+those key by key, so `[optim] lr = 1e-3` keeps the constant schedule instead of falling back to the
+trainer's cosine one. Unknown sections and keys are errors naming `section.key`. Each section's docstring
+is the line `ghpo run --help` shows for it; `ghpo run --print-config` prints them all with their defaults.
 
 What it deliberately does not do: start anything (stack.py), or expose every service setting (a real
 deployment sets those through compose or Kubernetes).
@@ -19,12 +21,20 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ghpo.shared.algorithm.config import GHPOConfig
+from ghpo.shared.algorithm.hints import HINT_SEPARATOR
+from ghpo.shared.data.benchmarks import BENCHMARKS
+from ghpo.shared.data.loaders import FieldMapping, MappingError
+from ghpo.shared.data.selection import DataSpec
+from ghpo.shared.data.template import PromptTemplate
 from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
+
+EVAL_CHOICES = ("arith", "heldout", "off", *(f"benchmark:{name}" for name in BENCHMARKS))
+PREPARED_MODELS = ("smollm2",)  # [model] path names that `ghpo models prepare` makes
 
 
 class RunConfigError(ValueError):
@@ -36,6 +46,8 @@ class _Section(BaseModel):
 
 
 class RunSection(_Section):
+    """Budget (steps, minutes, completions), seed, checkpoints, evaluation, export at the end."""
+
     steps: int = Field(150, ge=1, le=10**8, description="Optimizer steps in all (a resume continues).")
     max_minutes: float = Field(
         13.0, gt=0.0, le=10**6, description="Wall-clock budget of training; the run stops cleanly past it."
@@ -49,11 +61,25 @@ class RunSection(_Section):
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the trainer, the data order and sampling.")
     checkpoint_every: int = Field(25, ge=1, le=10**7, description="Steps between checkpoints.")
+    eval: str = Field(
+        "arith",
+        description="In-run evaluation (greedy, no hints): 'arith' (the synthetic task's held-out split), "
+        "'benchmark:NAME' (math500, aime24, amc23, minerva, olympiadbench), 'heldout' (the data.heldout "
+        "rows of the training source) or 'off'.",
+    )
     eval_every: int = Field(20, ge=1, le=10**7, description="Steps between held-out evaluations.")
     eval_per_level: int = Field(
-        200, ge=1, le=100_000, description="Held-out problems per level per evaluation (level 1 has 15)."
+        200, ge=1, le=100_000, description="eval = 'arith': problems per level (level 1 has 15)."
     )
-    eval_levels: list[int] = Field([1, 2, 3], min_length=1, max_length=16, description="arith levels.")
+    eval_levels: list[int] = Field(
+        [1, 2, 3], min_length=1, max_length=16, description="eval = 'arith': the levels evaluated."
+    )
+    eval_limit: int | None = Field(
+        None, ge=1, le=1_000_000, description="eval = 'benchmark:NAME' or 'heldout': first N problems only."
+    )
+    export: bool = Field(
+        True, description="At the end, write the trained policy as a Hugging Face folder in <run_dir>/export."
+    )
     stop_grace_s: float = Field(
         30.0,
         ge=1.0,
@@ -68,18 +94,56 @@ class RunSection(_Section):
         300.0, gt=0.0, le=86_400.0, description="Window of the crash-loop rule; one more crash stops the run."
     )
 
+    @field_validator("eval")
+    @classmethod
+    def _known_eval(cls, value: str) -> str:
+        if value not in EVAL_CHOICES:
+            raise ValueError(f"must be one of {', '.join(EVAL_CHOICES)}")
+        return value
+
 
 class ModelSection(_Section):
+    """The policy: a Hugging Face model folder (with a chat template), a prepared name, or the tiny model."""
+
     path: str | None = Field(
-        None, max_length=4096, description="Hugging Face model folder; empty: the tiny model (built once)."
+        None,
+        max_length=4096,
+        description="Hugging Face model folder, or 'smollm2' (made offline by `ghpo models prepare "
+        "smollm2`); empty: the tiny model (built once).",
     )
 
 
 class DataSection(_Section):
+    """Training prompts: the source, its field mapping, the levels kept, rows held out for evaluation."""
+
     dataset: str = Field(
-        "arith", min_length=1, max_length=4096, description="'arith' or a JSONL/Parquet path / HF dataset."
+        "arith",
+        min_length=1,
+        max_length=4096,
+        description="'arith' (synthetic task), a benchmark name (math500, aime24, amc23, minerva, "
+        "olympiadbench), a JSONL/JSON/Parquet file, a saved dataset folder or a Hugging Face dataset name.",
     )
-    split: str | None = Field(None, max_length=128, description="Split of a HF dataset.")
+    split: str | None = Field(None, max_length=128, description="Split of a Hugging Face dataset.")
+    config: str | None = Field(None, max_length=128, description="Configuration of a Hugging Face dataset.")
+    map: str = Field(
+        "",
+        max_length=1024,
+        description="Field mapping, as `ghpo data inspect --map`: problem=question,answer=final_answer "
+        "(fields: problem, answer, solution, id, level, meta; 'answer=' takes the last \\boxed{} of the "
+        "solution). Hints need a solution column.",
+    )
+    levels: list[int] = Field(
+        [], max_length=64, description="Keep only rows of these levels (a mapped level column); [] keeps all."
+    )
+    heldout: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Rows held out of training, by a hash of their id (for eval = 'heldout').",
+    )
+    limit: int | None = Field(
+        None, ge=1, le=10**8, description="Train on the first N rows left after the hold-out."
+    )
     # Level 2 is where the tiny model starts poor (41% greedy) yet samples enough right answers to learn from.
     arith_levels: list[int] = Field([2], min_length=1, max_length=16, description="arith levels.")
     # Most of level 2's ~2,300 training-split problems: with 400 the run saw each ~13 times and its held-out
@@ -88,8 +152,52 @@ class DataSection(_Section):
         2000, ge=1, le=1_000_000, description="arith training problems per level (distinct, train split)."
     )
 
+    @field_validator("map")
+    @classmethod
+    def _mapping_parses(cls, value: str) -> str:
+        try:
+            FieldMapping().with_overrides(value)
+        except MappingError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def spec(self, seed: int) -> DataSpec:
+        """The selection every component reads (ghpo.shared.data.selection)."""
+        return DataSpec(
+            dataset=self.dataset,
+            split=self.split,
+            config=self.config,
+            mapping=self.map,
+            levels=tuple(self.levels),
+            heldout=self.heldout,
+            limit=self.limit,
+            arith_levels=tuple(self.arith_levels),
+            arith_per_level=self.arith_per_level,
+            seed=seed,
+        )
+
+
+class PromptSection(_Section):
+    """How a problem becomes a chat prompt, in training and in evaluation alike."""
+
+    system: str = Field("", max_length=8192, description="System turn of every prompt; empty: none.")
+    instruction: str = Field(
+        "",
+        max_length=8192,
+        description="Appended to every problem in the user turn, before any hint, e.g. '\\nPlease reason step "
+        "by step, and put your final answer within \\\\boxed{}.'; empty: the problem alone (the tiny model).",
+    )
+    hint_separator: str = Field(
+        HINT_SEPARATOR, min_length=1, max_length=8192, description="Text between the problem and its hint."
+    )
+
+    def template(self) -> PromptTemplate:
+        return PromptTemplate(self.system, self.instruction, self.hint_separator)
+
 
 class RolloutSection(_Section):
+    """Sampling: group size G, groups per batch, completion length, temperature, staleness bound."""
+
     group_size: int = Field(8, ge=2, le=512, description="G: completions per prompt.")
     batch_groups: int = Field(64, ge=1, le=4096, description="Groups per training batch.")
     max_tokens: int = Field(96, ge=1, le=131_072, description="Most completion tokens.")
@@ -102,10 +210,16 @@ class RolloutSection(_Section):
 
 
 class ServicesSection(_Section):
+    """The local services: context length, KV cache, verifier workers, hint policy, trainer threads."""
+
     max_model_len: int = Field(512, ge=16, le=131_072, description="Inference context length.")
     kv_cache_gib: int = Field(1, ge=1, le=1024, description="Inference KV cache (CPU), GiB.")
     verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
-    broker_policy: str = Field("ghpo", pattern="^(ghpo|ghpo-memory|none)$", description="Hint policy.")
+    broker_policy: str = Field(
+        "ghpo",
+        pattern="^(ghpo|ghpo-memory|none)$",
+        description="Hint policy; 'none' is plain GRPO (no hints).",
+    )
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")
     outage_budget_s: float = Field(
         600.0,
@@ -131,11 +245,28 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class RunDeepSpeedSection(DeepSpeedSection):
+    """ZeRO stage, precision, gradient checkpointing, micro-batch size ('auto': sized from memory)."""
+
+    micro_batch_size: int | Literal["auto"] = Field(  # type: ignore[assignment]
+        "auto",
+        description="Rows per forward/backward; 'auto': the most (up to 64) whose estimated memory fits this "
+        "machine (ghpo.local.memory); a number that cannot fit is refused before the run starts.",
+    )
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 4096:
+            raise ValueError("must be 'auto' or in 1..4096")
+        return value
+
+
 # `ghpo run`'s own defaults inside the trainer's sections (the rest are the trainer's defaults).
 RUN_DEFAULTS: dict[str, dict[str, Any]] = {
     "ghpo": {"cold_start_steps": 0},
     "optim": {"lr": 3e-4, "warmup_steps": 5, "schedule": "constant"},
-    "deepspeed": {"micro_batch_size": 64, "group_by_length": True},
+    "deepspeed": {"micro_batch_size": "auto", "group_by_length": True},
 }
 
 
@@ -143,11 +274,33 @@ class RunConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
+    prompt: PromptSection = Field(default_factory=PromptSection)
     ghpo: GHPOConfig = Field(default_factory=lambda: GHPOConfig(**RUN_DEFAULTS["ghpo"]))
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     optim: OptimSection = Field(default_factory=lambda: OptimSection(**RUN_DEFAULTS["optim"]))
-    deepspeed: DeepSpeedSection = Field(default_factory=lambda: DeepSpeedSection(**RUN_DEFAULTS["deepspeed"]))
+    deepspeed: RunDeepSpeedSection = Field(
+        default_factory=lambda: RunDeepSpeedSection(**RUN_DEFAULTS["deepspeed"])
+    )
     services: ServicesSection = Field(default_factory=ServicesSection)
+
+    @model_validator(mode="after")
+    def _room_for_prompts(self) -> RunConfig:
+        if self.rollout.max_tokens >= self.services.max_model_len:
+            raise ValueError(
+                f"rollout.max_tokens = {self.rollout.max_tokens} leaves no room for a prompt in "
+                f"services.max_model_len = {self.services.max_model_len}: raise services.max_model_len or "
+                "lower rollout.max_tokens"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _heldout_eval_has_rows(self) -> RunConfig:
+        if self.run.eval == "heldout" and (self.data.heldout == 0 or self.data.dataset == "arith"):
+            raise ValueError(
+                "run.eval = 'heldout' evaluates rows held out of the training source: set data.heldout to "
+                "a number of rows (and a dataset other than 'arith', which has eval = 'arith')"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -171,9 +324,11 @@ def parse_run_config(data: dict[str, Any], source: str = "<defaults>") -> RunCon
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "<config>"
+            key = ".".join(str(part) for part in error["loc"])
             if error["type"] == "extra_forbidden":
                 lines.append(f"{key}: unknown key")
+            elif not key:  # a check across sections: its message names the keys
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
             else:
                 lines.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
         raise RunConfigError(f"invalid run config {source}:\n  " + "\n  ".join(lines)) from None

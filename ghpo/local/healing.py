@@ -30,13 +30,20 @@ class CrashLoop(ProcessFailed):
     """One process died more often than the crash-loop rule allows."""
 
 
-def heal(sup: Supervisor, run_dir: Path, step: int, note: Callable[[str], None]) -> Child | None:
-    """Restart every child that died unexpectedly; returns the trainer when it ended by itself."""
+def heal(
+    sup: Supervisor,
+    run_dir: Path,
+    step: int,
+    note: Callable[[str], None],
+    explain: Callable[[Child], str] | None = None,
+) -> Child | None:
+    """Restart every child that died unexpectedly; returns the trainer when it ended by itself.
+    `explain(child)` words how it died (default: its exit code or signal)."""
     for child in sup.exited():
         code = child.process.returncode
         if child.name == TRAINER and code in TRAINER_ENDINGS:
             return child
-        how = exit_description(code)
+        how = explain(child) if explain is not None else exit_description(code)
         if sup.crash_loop(child):
             policy = sup.policy
             raise CrashLoop(

@@ -18,12 +18,15 @@ import sys
 from typing import Any, TextIO
 
 from ghpo.local.config import RunConfig
+from ghpo.local.report import level_order
 
 EMPTY_WARN_FIRST = 3  # consecutive batches with nothing trainable before the first warning
 
 
 def accuracy_text(accuracy: dict[str, float]) -> str:
-    return " ".join(f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: int(kv[0])))
+    return " ".join(
+        f"L{lvl} {v:.0%}" for lvl, v in sorted(accuracy.items(), key=lambda kv: level_order(kv[0]))
+    )
 
 
 def lr_text(record: dict[str, Any], warmup_steps: int) -> str:

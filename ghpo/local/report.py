@@ -35,9 +35,15 @@ from typing import Any
 from ghpo.local.history import load_history, load_restarts
 
 
+def level_order(level: str) -> tuple[int, str]:
+    """Sort key of per-level keys: numeric levels in order, then anything else ("all": an evaluation set
+    without levels)."""
+    return (int(level), "") if level.isdigit() else (1 << 30, level)
+
+
 def _levels(records: Iterable[Mapping[str, Any]], key: str) -> list[str]:
     found = {level for record in records for level in record.get(key, {})}
-    return sorted(found, key=int)
+    return sorted(found, key=level_order)
 
 
 def accuracy_change(evals: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:

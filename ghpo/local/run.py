@@ -24,7 +24,6 @@ with the tail of its log; `--resume` continues once it is fixed).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -32,9 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from ghpo.local.config import RunConfig
+from ghpo.local.exits import explain_exit
+from ghpo.local.export import export_at_end
 from ghpo.local.healing import TRAINER, CrashLoop, heal
+from ghpo.local.heldout import evaluate_heldout
 from ghpo.local.history import HistoryCopy, append_history, load_history, trained_groups
-from ghpo.local.processes import RestartPolicy, Supervisor
+from ghpo.local.preflight import preflight
+from ghpo.local.processes import Child, RestartPolicy, Supervisor
 from ghpo.local.progress import RunView
 from ghpo.local.report import write_report
 from ghpo.local.stack import Endpoints, redis_spec, service_specs, trainer_spec, trainer_toml
@@ -54,8 +57,9 @@ class RunError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
 
 
-def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunConfig:
-    """Create or reopen the run folder; a resumed run keeps the config it started with."""
+def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool, log: Any = print) -> RunConfig:
+    """Create or reopen the run folder; a resumed run keeps the config it started with. Returns the config
+    checked and resolved for this machine (ghpo.local.preflight), before anything is written."""
     saved = run_dir / CONFIG_FILE
     if resume:
         if not saved.exists():
@@ -63,34 +67,16 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
         stored = RunConfig.model_validate_json(saved.read_text())
         if cfg is not None and cfg != stored:
             raise RunError(f"--resume with a different config than {saved}: resume without --config")
-        return stored
+        return preflight(stored, log)
     if saved.exists():
         raise RunError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir"
         )
     cfg = cfg or RunConfig()
+    resolved = preflight(cfg, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(cfg.model_dump_json(indent=2))
-    return cfg
-
-
-def evaluate_heldout(cfg: RunConfig, ends: Endpoints) -> dict[str, float]:
-    """Greedy held-out accuracy per arith level, through the running inference and verifier services."""
-    from ghpo.trainer.eval.run import EvalConfig, evaluate
-
-    config = EvalConfig(
-        benchmarks=("arith",),
-        arith_levels=tuple(cfg.run.eval_levels),
-        arith_per_level=cfg.run.eval_per_level,
-        max_tokens=cfg.rollout.max_tokens,
-        seed=cfg.run.seed,
-        inference_url=ends.url("inference"),
-        verifier_url=ends.url("verifier"),
-        token=ends.token,
-    )
-    report = asyncio.run(evaluate(config, log=lambda _msg: None))
-    levels = report["results"]["arith"]["levels"]
-    return {level: float(metrics["pass@1"]) for level, metrics in levels.items()}
+    return resolved
 
 
 def rollout_counters(client: SyncServiceClient) -> dict[str, Any]:
@@ -167,6 +153,8 @@ class LocalRun:
             self.eval_failed = step
             return None
         self.eval_failed = None
+        if self.cfg.run.eval == "off":
+            return accuracy
         elapsed = round(time.monotonic() - self.started, 2)
         record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
         append_history(self.run_dir, record | {"rollout": self.counters})
@@ -185,17 +173,20 @@ class LocalRun:
             return
         self.view.empty_batches(status.consecutive_empty_batches)
 
+    def explain(self, child: Child) -> str:
+        return explain_exit(child.process.returncode, child.log_tail(), self.cfg)
+
     # ---- the loop
     def watch(self) -> str | None:
         """Heal, copy, show, evaluate until the trainer ends or a budget is spent; returns the stop reason
         (None: the trainer finished by itself)."""
         deadline = self.started + 60 * self.cfg.run.max_minutes
         while True:
-            ended = heal(self.sup, self.run_dir, self.copy.last_step, self.view.note)
+            ended = heal(self.sup, self.run_dir, self.copy.last_step, self.view.note, self.explain)
             if ended is not None:
                 code = ended.process.returncode
                 if code != 0:
-                    raise ended.failure(f"exited with code {code}")
+                    raise ended.failure(self.explain(ended))
                 return None
             self.refresh_counters()
             self.view.steps_done(self.copy_steps(), self.accuracy())
@@ -246,7 +237,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
     from ghpo.trainer.tiny.build import ensure_tiny_model
 
     run_dir = Path(run_dir).resolve()
-    cfg = prepare_run_dir(run_dir, cfg, resume)
+    cfg = prepare_run_dir(run_dir, cfg, resume, log)
     model_path = Path(cfg.model.path) if cfg.model.path else ensure_tiny_model(log=log)
     started = time.monotonic()
     ends = Endpoints.allocate()
@@ -287,6 +278,7 @@ def run(cfg: RunConfig, run_dir: Path, *, resume: bool = False, log: Any = print
                 view.held_out(last, local.accuracy())
         finally:
             local.close()
+    export_at_end(run_dir, cfg.run.export, log)
     return write_report(run_dir, _facts(cfg, model_path, run_dir, started))
 
 

@@ -72,6 +72,23 @@ def redis_spec(cfg: RunConfig, run_dir: Path, ends: Endpoints) -> ProcessSpec:
     )
 
 
+def dataset_env(cfg: RunConfig) -> dict[str, object]:
+    """The rollout server's dataset settings: the run's [data] section, unset keys left out."""
+    data = cfg.data
+    values: dict[str, object] = {
+        "dataset": data.dataset,
+        "dataset_split": data.split,
+        "dataset_config": data.config,
+        "dataset_map": data.map,
+        "dataset_levels": data.levels,
+        "dataset_heldout": data.heldout,
+        "dataset_limit": data.limit,
+        "arith_levels": data.arith_levels,
+        "arith_per_level": data.arith_per_level,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> list[ProcessSpec]:
     """The four services in start order (each depends only on those before it)."""
     common = {"host": "127.0.0.1", "token": ends.token}
@@ -119,10 +136,10 @@ def service_specs(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoin
                 "max_policy_lag": cfg.rollout.max_policy_lag,
                 "max_concurrent_steps": cfg.rollout.max_concurrent_steps,
                 "dynamic_sampling": cfg.rollout.dynamic_sampling,
-                "dataset": cfg.data.dataset,
-                **({"dataset_split": cfg.data.split} if cfg.data.split else {}),
-                "arith_levels": cfg.data.arith_levels,
-                "arith_per_level": cfg.data.arith_per_level,
+                **dataset_env(cfg),
+                "prompt_system": cfg.prompt.system,
+                "prompt_instruction": cfg.prompt.instruction,
+                "hint_separator": cfg.prompt.hint_separator,
                 "seed": cfg.run.seed,
                 "group_size": cfg.rollout.group_size,
                 "temperature": cfg.rollout.temperature,
@@ -165,7 +182,10 @@ def toml_document(config: dict[str, dict[str, object]]) -> str:
 
 def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoints) -> str:
     """The trainer's config file for this run. The token and the GHPO settings travel in the environment
-    (`trainer_spec`), the latter as GHPO_ALGORITHM_* like the services' (so no [ghpo] section here)."""
+    (`trainer_spec`), the latter as GHPO_ALGORITHM_* like the services' (so no [ghpo] section here).
+    `cfg` is the one ghpo.local.preflight resolved: its micro-batch is a number."""
+    if cfg.deepspeed.micro_batch_size == "auto":
+        raise ValueError("trainer_toml needs the config ghpo.local.preflight.preflight resolved")
     lines = ["# written by `ghpo run`; edit the run config instead", ""]
     lines += toml_section("model", {"path": model_path})
     lines += toml_section("optim", cfg.optim.model_dump())

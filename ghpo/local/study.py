@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ghpo.local.history import load_history
-from ghpo.local.report import accuracy_change
+from ghpo.local.report import accuracy_change, level_order
 from ghpo.local.run import CONFIG_FILE, END_FILE
 
 
@@ -216,11 +216,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             values = [r[key] for r in mine if r[key] is not None]
             entry[key] = _spread(values) if values else None
         for which in ("accuracy_start", "accuracy_final"):
-            levels = sorted({lvl for r in mine for lvl in r[which]}, key=int)
+            levels = sorted({lvl for r in mine for lvl in r[which]}, key=level_order)
             entry[which] = {lvl: _spread([r[which][lvl] for r in mine if lvl in r[which]]) for lvl in levels}
         if step is not None:
             at_step = [r["accuracy_by_step"][str(step)] for r in mine]
-            levels = sorted({lvl for acc in at_step for lvl in acc}, key=int)
+            levels = sorted({lvl for acc in at_step for lvl in acc}, key=level_order)
             entry["accuracy_equal_steps"] = {
                 "step": step,
                 "levels": {lvl: _spread([acc[lvl] for acc in at_step if lvl in acc]) for lvl in levels},

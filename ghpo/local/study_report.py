@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghpo.local.report import save_figure
+from ghpo.local.report import level_order, save_figure
 from ghpo.local.study import (
     BASELINES,
     FIGURES,
@@ -106,7 +106,7 @@ def _get(entry: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def _levels(summary: dict[str, dict[str, Any]]) -> list[str]:
-    return sorted({lvl for e in summary.values() for lvl in e["accuracy_final"]}, key=int)
+    return sorted({lvl for e in summary.values() for lvl in e["accuracy_final"]}, key=level_order)
 
 
 def render_readme(

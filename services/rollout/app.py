@@ -39,16 +39,13 @@ log = get_logger(__name__)
 
 
 def load_dataset(settings: Settings) -> list[PromptRecord]:
-    """The training prompts: the synthetic arith train split, or any source `load_prompts` reads."""
-    if settings.dataset == "arith":
-        from ghpo.shared.tasks.arith import make_split
+    """The training prompts (ghpo.shared.data.selection: the arith train split, or any source, mapped,
+    filtered by level, minus the held-out rows)."""
+    from ghpo.shared.data.selection import training_records
 
-        return make_split("train", settings.arith_per_level, settings.arith_levels, seed=settings.seed)
-    from ghpo.shared.data import load_prompts
-
-    result = load_prompts(settings.dataset, split=settings.dataset_split)
-    log.info("dataset %s: %s", settings.dataset, result.report)
-    return list(result.records)
+    records, report = training_records(settings.data_spec())
+    log.info("dataset %s: %s; training on %d", settings.dataset, report.summary(), len(records))
+    return records
 
 
 async def agree_with_broker(broker: ServiceClient, ours: GHPOConfig) -> None:

@@ -3,8 +3,9 @@
 For the prompts drawn together (algorithm doc, section 2):
 1. ask the broker for each prompt's start and max hint level at the trainer's step (its version);
 2. round by round, generate G completions for every prompt still open, all in ONE /v1/generate call
-   (chat messages of one user turn, the problem with the reference hint template at the prompt's
-   level; the inference service applies the model's chat template), and score them in one /v1/verify;
+   (chat messages from the prompt template: an optional system turn, the problem with its instruction
+   and, at the prompt's level, the reference hint; the inference service applies the model's chat
+   template), and score them in one /v1/verify;
 3. a group every one of whose completions has accuracy 0 is regenerated one ladder level up
    (`difficulty.plan_next_level`: not during the cold start, never for a prompt without a solution,
    never above the broker's max level); the failed completions are discarded;
@@ -32,7 +33,7 @@ from ghpo.services.rollout.replicas import ReplicaPool
 from ghpo.services.rollout.settings import Settings
 from ghpo.shared.algorithm.advantages import group_advantages
 from ghpo.shared.algorithm.difficulty import checked_accuracies, plan_next_level
-from ghpo.shared.algorithm.hints import hinted_problem_at_level, ratio_for_level
+from ghpo.shared.algorithm.hints import ratio_for_level
 from ghpo.shared.data.records import PromptRecord
 from ghpo.shared.errors import Conflict, GhpoError, Unprocessable
 from ghpo.shared.http import ServiceClient
@@ -88,6 +89,7 @@ class Sampler:
     def __init__(self, settings: Settings, pool: ReplicaPool, verifier: ServiceClient, broker: ServiceClient):
         self.settings = settings
         self.cfg = settings.ghpo
+        self.template = settings.template()
         self.pool = pool
         self.verifier = verifier
         self.broker = broker
@@ -147,10 +149,13 @@ class Sampler:
         return True
 
     def _messages(self, s: Slot, level: int) -> list[dict[str, str]]:
-        content = hinted_problem_at_level(
-            s.record.problem, s.record.solution, level, self.cfg.hint_ladder, cut=self.cfg.hint_cut
+        return self.template.messages(
+            s.record.problem,
+            solution=s.record.solution,
+            level=level,
+            ladder=self.cfg.hint_ladder,
+            cut=self.cfg.hint_cut,
         )
-        return [{"role": "user", "content": content}]  # user turn only: no system prompt
 
     async def _call_generate(
         self, slots: list[Slot], sampling: SamplingParams, min_version: int, clock: StepClock

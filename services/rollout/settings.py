@@ -1,8 +1,9 @@
 """Settings of the rollout server (environment variables `GHPO_ROLLOUT_*`).
 
 Where the upstream services are (inference replicas as a list of URLs or one DNS name, verifier, broker),
-where the queue lives (Redis), the dataset and its shuffling seed, sampling, batching, the lag bound and
-the timeouts. The GHPO settings (ladder, cold start, hint cut, conditioning, advantages) are the nested
+where the queue lives (Redis), the dataset (source, mapping, levels, hold-out) and its shuffling seed, the
+prompt template (system turn, instruction, hint separator), sampling, batching, the lag bound and the
+timeouts. The GHPO settings (ladder, cold start, hint cut, conditioning, advantages) are the nested
 `ghpo` block every component shares, read from GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings);
 this server takes every hint cut but `token`, which needs a tokenizer it does not load. Nothing here talks
 to Redis or HTTP.
@@ -14,6 +15,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ghpo.shared.algorithm.config import GHPOConfig
+from ghpo.shared.algorithm.hints import HINT_SEPARATOR
+from ghpo.shared.data.selection import DataSpec
+from ghpo.shared.data.template import PromptTemplate
 from ghpo.shared.schemas.rollout import MAX_GROUP_SIZE, MAX_GROUPS_PER_BATCH
 from ghpo.shared.settings import GHPOServiceSettings
 
@@ -97,9 +101,25 @@ class Settings(GHPOServiceSettings):
         "arith",
         min_length=1,
         max_length=4096,
-        description="'arith' (synthetic task, train split) or a JSONL/Parquet path / HF name for load_prompts.",
+        description="'arith' (synthetic task, train split), a benchmark name (math500, ...), a JSONL/JSON/"
+        "Parquet file, a saved dataset folder or a Hugging Face dataset name.",
     )
     dataset_split: str | None = Field(None, max_length=128, description="Split for a HF dataset.")
+    dataset_config: str | None = Field(None, max_length=128, description="Configuration of a HF dataset.")
+    dataset_map: str = Field(
+        "",
+        max_length=1024,
+        description="Field mapping overrides, field=column,... (problem, answer, solution, id, level, meta).",
+    )
+    dataset_levels: list[int] = Field(
+        default_factory=list, max_length=64, description="Keep only rows of these levels (empty: all)."
+    )
+    dataset_heldout: int = Field(
+        0, ge=0, le=1_000_000, description="Rows held out of training for evaluation (by a hash of the id)."
+    )
+    dataset_limit: int | None = Field(
+        None, ge=1, le=100_000_000, description="Train on the first N rows left after the hold-out."
+    )
     arith_per_level: int = Field(200, ge=1, le=1_000_000, description="arith: problems per level.")
     arith_levels: list[int] = Field(
         default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, max_length=16, description="arith levels."
@@ -121,8 +141,16 @@ class Settings(GHPOServiceSettings):
         None, max_length=32, description="Verifier reward weights (None: the verifier's default)."
     )
     include_text: bool = Field(True, description="Send completion texts in batches (debugging, logs).")
+    # --- prompt template (ghpo.shared.data.template)
+    prompt_system: str = Field("", max_length=8192, description="System turn of every prompt (empty: none).")
+    prompt_instruction: str = Field(
+        "", max_length=8192, description="Text appended to every problem in the user turn, before any hint."
+    )
+    hint_separator: str = Field(
+        HINT_SEPARATOR, min_length=1, max_length=8192, description="Text between the problem and its hint."
+    )
 
-    @field_validator("inference_dns", "upstream_token", "dataset_split", mode="before")
+    @field_validator("inference_dns", "upstream_token", "dataset_split", "dataset_config", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -142,6 +170,23 @@ class Settings(GHPOServiceSettings):
         if not self.inference_urls and self.inference_dns is None and self.producer_enabled:
             raise ValueError("give inference_urls or inference_dns (or set producer_enabled=false)")
         return self
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(
+            dataset=self.dataset,
+            split=self.dataset_split,
+            config=self.dataset_config,
+            mapping=self.dataset_map,
+            levels=tuple(self.dataset_levels),
+            heldout=self.dataset_heldout,
+            limit=self.dataset_limit,
+            arith_levels=tuple(self.arith_levels),
+            arith_per_level=self.arith_per_level,
+            seed=self.seed,
+        )
+
+    def template(self) -> PromptTemplate:
+        return PromptTemplate(self.prompt_system, self.prompt_instruction, self.hint_separator)
 
     @property
     def admission_groups(self) -> int:

@@ -16,8 +16,12 @@ because it is what the paper trained with (it can cut mid-word or mid-LaTeX). Tw
 Hint levels: level 0 means no hint; level k (1-based) means ratio ladder[k-1]. A prompt without a worked
 solution can never be hinted: asking for it is an error, not a silent no-op.
 
+The separator text can be replaced (a run config's `[prompt] hint_separator`); the reference's is the
+default.
+
 What this module deliberately does not do: chat templating (the hint goes into the user turn, after the
-problem, before any template is applied) or deciding *whether* to hint (see `difficulty`).
+problem, before any template is applied; ghpo.shared.data.template builds the turns) or deciding *whether*
+to hint (see `difficulty`).
 """
 
 from __future__ import annotations
@@ -119,14 +123,16 @@ def hinted_problem(
     *,
     cut: str = "char",
     tokenizer: Tokenizer | None = None,
+    separator: str = HINT_SEPARATOR,
 ) -> str:
-    """The problem text a group is (re)generated from at `ratio`; ratio 0.0 returns the problem unchanged."""
+    """The problem text a group is (re)generated from at `ratio`; ratio 0.0 returns the problem unchanged.
+    `separator` is the text between the problem and the hint (the reference code's by default)."""
     if ratio == 0.0:
         return problem
     if not has_solution(solution):
         raise ValueError("cannot hint a prompt that has no worked solution (solution is empty or missing)")
     assert solution is not None  # for the type checker; has_solution() checked it
-    return problem + HINT_SEPARATOR + cut_solution(solution, ratio, cut=cut, tokenizer=tokenizer)
+    return problem + separator + cut_solution(solution, ratio, cut=cut, tokenizer=tokenizer)
 
 
 def hinted_problem_at_level(
@@ -137,6 +143,9 @@ def hinted_problem_at_level(
     *,
     cut: str = "char",
     tokenizer: Tokenizer | None = None,
+    separator: str = HINT_SEPARATOR,
 ) -> str:
     """`hinted_problem` addressed by hint level (0 = plain problem)."""
-    return hinted_problem(problem, solution, ratio_for_level(level, ladder), cut=cut, tokenizer=tokenizer)
+    return hinted_problem(
+        problem, solution, ratio_for_level(level, ladder), cut=cut, tokenizer=tokenizer, separator=separator
+    )

@@ -3,7 +3,15 @@
 Torch-free. math-verify (answer checks), pyarrow and `datasets` are imported only when a load needs them.
 """
 
-from ghpo.shared.data.benchmarks import BENCHMARKS, Benchmark, default_benchmarks_root, load_benchmark
+from ghpo.shared.data.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    BenchmarkUnavailable,
+    default_benchmarks_root,
+    load_benchmark,
+    load_hub_benchmark,
+    local_benchmarks_root,
+)
 from ghpo.shared.data.gold import gold_parse_error, normalize_answer
 from ghpo.shared.data.loaders import (
     SKIP_REASONS,
@@ -22,6 +30,7 @@ __all__ = [
     "FORMATS",
     "SKIP_REASONS",
     "Benchmark",
+    "BenchmarkUnavailable",
     "FieldMapping",
     "LoadReport",
     "LoadResult",
@@ -33,7 +42,9 @@ __all__ = [
     "default_benchmarks_root",
     "gold_parse_error",
     "load_benchmark",
+    "load_hub_benchmark",
     "load_prompts",
+    "local_benchmarks_root",
     "normalize_answer",
     "open_source",
 ]

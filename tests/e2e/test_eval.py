@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip("vllm")
 
 from ghpo.shared.serving import running_app
+from tests.support.benchmarks import needs_benchmarks
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs_benchmarks]
 
 METRICS = {
     "n",

@@ -107,9 +107,9 @@ def test_the_shipped_model_measures_its_stored_hint_table_within_3_points(model_
             assert gap <= 3, (ratio, level, measured[ratio][level], stored[ratio][level])
 
 
-@pytest.mark.build
+@pytest.mark.long
 def test_a_rebuild_of_the_default_config_matches_the_shipped_hint_table_within_3_points(tmp_path):
-    """`ghpo tiny build --ship` again, here: ~15-30 minutes on 2 cores (`make check-tiny-build`)."""
+    """`ghpo tiny build --ship` again, here: ~15-30 minutes on 2 cores (`make test-long`)."""
     from ghpo.commands.tiny import ship
     from ghpo.trainer.tiny.build import SHIPPED_DIR
     from ghpo.trainer.tiny.evaluate import read_hint_table

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from ghpo.cli import main
+from tests.support.benchmarks import BENCH_DIR, needs_benchmarks
 
-BENCH_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
 
-
-@pytest.mark.skipif(
-    not (BENCH_DIR / "amc23.jsonl").is_file(), reason=f"benchmark files not found at {BENCH_DIR}"
-)
+@needs_benchmarks
 def test_inspect_builtin_benchmark_prints_counts_and_a_sample(capsys):
     code = main(["data", "inspect", "amc23", "--benchmarks-dir", str(BENCH_DIR), "--sample", "1"])
 

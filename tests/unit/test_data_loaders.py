@@ -1,7 +1,7 @@
 """Prompt loaders against the real benchmark files, corrupted copies, and Parquet / Hugging Face round trips.
 
 The benchmark files live outside the project, in ../shared/data/benchmarks next to the checkout; tests
-that need them skip with that reason where the folder is absent. Nothing here copies them into the repo:
+that need them skip with that reason where the folder is absent, and fail in CI (tests/support/benchmarks). Nothing here copies them into the repo:
 corrupted copies and round trips are written under tmp_path.
 """
 
@@ -23,13 +23,7 @@ from ghpo.shared.data import (
     load_prompts,
 )
 from ghpo.shared.scoring.boxes import last_boxed
-
-REPO = Path(__file__).resolve().parents[2]
-BENCH_DIR = REPO.parent / "shared" / "data" / "benchmarks"
-needs_benchmarks = pytest.mark.skipif(
-    not (BENCH_DIR / "math500.jsonl").is_file(),
-    reason=f"benchmark files not found at {BENCH_DIR} (../shared/data/benchmarks from the repo root)",
-)
+from tests.support.benchmarks import BENCH_DIR, needs_benchmarks
 
 
 def read_rows(filename: str) -> list[dict]:

@@ -18,7 +18,7 @@ def test_a_partial_optim_section_keeps_the_runs_constant_schedule_and_warmup():
 def test_a_partial_ghpo_section_keeps_the_runs_cold_start_unless_it_sets_one():
     assert parse_run_config({"ghpo": {"condition_on": "plain"}}).ghpo.cold_start_steps == 0
     assert parse_run_config({"ghpo": {"cold_start_steps": 20}}).ghpo.cold_start_steps == 20
-    assert parse_run_config({"deepspeed": {"zero_stage": 1}}).deepspeed.micro_batch_size == 64
+    assert parse_run_config({"deepspeed": {"zero_stage": 1}}).deepspeed.micro_batch_size == "auto"
 
 
 def test_a_saved_config_reads_back_equal():
@@ -38,6 +38,7 @@ def test_bad_keys_in_a_trainer_section_are_named(tmp_path):
 def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says(tmp_path, monkeypatch):
     import tomllib
 
+    from ghpo.local.preflight import preflight
     from ghpo.local.stack import Endpoints, trainer_toml
 
     ends = Endpoints(
@@ -47,7 +48,8 @@ def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says
     )
 
     def threads(cfg: RunConfig) -> int:
-        return tomllib.loads(trainer_toml(cfg, tmp_path, tmp_path, ends))["run"]["num_threads"]
+        resolved = preflight(cfg, log=lambda _line: None)
+        return tomllib.loads(trainer_toml(resolved, tmp_path, tmp_path, ends))["run"]["num_threads"]
 
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 2)
     assert threads(parse_run_config({})) == 1
@@ -59,11 +61,14 @@ def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says
 
 
 def test_ghpo_run_gives_broker_rollout_and_trainer_the_one_ghpo_section_in_the_shared_form(tmp_path):
+    from ghpo.local.preflight import preflight
     from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
     from ghpo.shared.algorithm.environment import environment_of
     from ghpo.trainer.train.config import load_config
 
-    cfg = parse_run_config({"ghpo": {"hint_ladder": [0.2, 0.7], "condition_on": "plain", "tis_cap": 2.0}})
+    cfg = preflight(
+        parse_run_config({"ghpo": {"hint_ladder": [0.2, 0.7], "condition_on": "plain", "tis_cap": 2.0}})
+    )
     ends = Endpoints(
         "redis://127.0.0.1:1/0",
         "t",
@@ -83,3 +88,13 @@ def test_ghpo_run_gives_broker_rollout_and_trainer_the_one_ghpo_section_in_the_s
         )
     assert "[ghpo]" not in config_path.read_text()
     assert load_config(config_path, trainer.env).ghpo == cfg.ghpo
+
+
+def test_the_shipped_run_configs_load_as_run_configs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = [p for p in (root / "deploy").rglob("*.toml") if "[data]" in p.read_text().splitlines()]
+    assert shipped, "deploy/configs holds at least one `ghpo run` config (smollm2-math.toml)"
+    for path in shipped:
+        assert isinstance(load_run_config(path), RunConfig), path

@@ -247,3 +247,19 @@ def test_aggregation_refuses_unfinished_runs_and_mixed_budgets(tmp_path):
     (mixed / "grpo-s0" / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="different generation budgets"):
         aggregate(mixed, tmp_path / "out")
+
+
+def test_a_study_evaluated_on_a_set_without_levels_aggregates_under_all(tmp_path):
+    # run.eval = "heldout" or "benchmark:amc23" on rows without a level column reports one figure, "all"
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for method, final in (("grpo", {"all": 0.5}), ("ghpo", {"all": 0.6})):
+        run_dir = _write_run(runs, method, 0, final=final, grad=[1.0, 2.0], no_signal_step=1)
+        history = run_dir / "history.jsonl"
+        history.write_text(history.read_text().replace('{"1": 0.5, "2": 0.1}', '{"all": 0.4}'))
+
+    text = aggregate(runs, out).read_text()
+
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["ghpo"]["accuracy_final"]["all"]["mean"] == pytest.approx(0.6)
+    assert summary["ghpo"]["accuracy_equal_steps"]["levels"]["all"]["mean"] == pytest.approx(0.6)
+    assert "ghpo vs grpo, level all: +10.0 points" in text

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ghpo.services.verifier.calibration import calibrate, load_rows
+from tests.support.benchmarks import needs_benchmarks
 
 
 @pytest.mark.slow
+@needs_benchmarks
 def test_real_solutions_score_1_and_mismatched_pairs_score_0():
     sets = load_rows()
     assert len(sets["math500"]) == 500 and len(sets["minerva"]) == 272

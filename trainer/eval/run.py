@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ghpo.services.inference.engine import SamplingSpec
+from ghpo.shared.data.template import PromptTemplate
 from ghpo.trainer.eval.generation import Generator, HttpGenerator, LocalGenerator, Samples
 from ghpo.trainer.eval.metrics import ScoredSample, aggregate
 from ghpo.trainer.eval.problems import EvalProblem, build_problems
@@ -37,6 +38,7 @@ class EvalConfig:
     arith_per_level: int = 100
     arith_levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     instruction: str = ""
+    system: str = ""
     model: str | None = None  # a model folder, for the in-process engine
     inference_url: str | None = None
     verifier_url: str | None = None
@@ -123,19 +125,29 @@ def _write_samples(path: Path, problems, samples, scored: list[ScoredSample]) ->
             f.write(json.dumps(row) + "\n")
 
 
-async def evaluate(
-    config: EvalConfig, *, samples_out: Path | None = None, log: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Run the evaluation `config` describes; returns {"config", "results", "timing"}."""
-    started = time.monotonic()
-    problems = build_problems(
+def eval_problems(config: EvalConfig) -> list[EvalProblem]:
+    """The problems `config` names, with its prompt template (loads the benchmarks: local or hub)."""
+    return build_problems(
         config.benchmarks,
         limit=config.limit,
         arith_per_level=config.arith_per_level,
         arith_levels=config.arith_levels,
-        instruction=config.instruction,
+        template=PromptTemplate(system=config.system, instruction=config.instruction),
         benchmarks_dir=Path(config.benchmarks_dir) if config.benchmarks_dir else None,
     )
+
+
+async def evaluate(
+    config: EvalConfig,
+    *,
+    problems: list[EvalProblem] | None = None,
+    samples_out: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the evaluation `config` describes (or of `problems`, when given: a run's held-out rows);
+    returns {"config", "results", "timing"}."""
+    started = time.monotonic()
+    problems = eval_problems(config) if problems is None else problems
     log(f"{len(problems)} problems x {config.k} samples; starting generator and verifier")
     generator, verifier = await _start(config)
     spec = SamplingSpec(
