@@ -15,7 +15,7 @@ into `--out` (default docs/study/): results.json, README.md (tables, mean ± std
 does not win) and PNG plots.
 
 This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
-Run: python bench/study.py                                  (defaults: docs/study/; ~1.1 h on 2 CPU cores)
+Run: python bench/study.py                                  (defaults: every method x 3 seeds, about 7 min a run on 2 CPU cores)
      python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
 """
 
@@ -154,13 +154,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--budget", type=int, default=30000, help="completions generated per run (all rounds)"
+        "--budget", type=int, default=25000, help="completions generated per run (all rounds)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--levels", type=int, nargs="+", default=[2], help="arith levels trained on")
+    parser.add_argument("--levels", type=int, nargs="+", default=[3, 4], help="arith levels trained on")
     parser.add_argument(
-        "--eval-levels", type=int, nargs="+", default=[1, 2, 3], help="held-out levels evaluated"
+        "--eval-levels", type=int, nargs="+", default=[3, 4], help="held-out levels evaluated"
     )
     parser.add_argument("--arith-per-level", type=int, default=2000, help="training problems per level")
     parser.add_argument("--eval-per-level", type=int, default=200, help="held-out problems per level")
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--batch-groups", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-minutes", type=float, default=40.0, help="safety limit per run")
     parser.add_argument("--model", type=Path, help="model folder (default: the tiny model)")
     parser.add_argument(

@@ -42,7 +42,8 @@ def _range(spread: dict[str, Any] | None) -> str:
 
 def level_verdicts(summary: dict[str, dict[str, Any]]) -> list[str]:
     """Each GHPO variant against each baseline on each level's final held-out accuracy: the gain in points
-    and whether the seed ranges are apart (every seed of one above every seed of the other)."""
+    and whether the seed ranges are apart (every seed of one above every seed of the other; a side with
+    one seed has no range, and says so)."""
     lines = []
     for variant in _variants(summary):
         for base in [m for m in BASELINES if m in summary]:
@@ -52,7 +53,9 @@ def level_verdicts(summary: dict[str, dict[str, Any]]) -> list[str]:
                 if mine is None or theirs is None:
                     continue
                 gain = 100 * (mine["mean"] - theirs["mean"])
-                if mine["min"] > theirs["max"]:
+                if min(len(summary[variant]["seeds"]), len(summary[base]["seeds"])) < 2:
+                    apart = "one seed: no range to compare"
+                elif mine["min"] > theirs["max"]:
                     apart = "seed ranges apart, GHPO above"
                 elif theirs["min"] > mine["max"]:
                     apart = "seed ranges apart, GHPO below"

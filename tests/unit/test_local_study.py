@@ -263,3 +263,15 @@ def test_a_study_evaluated_on_a_set_without_levels_aggregates_under_all(tmp_path
     assert summary["ghpo"]["accuracy_final"]["all"]["mean"] == pytest.approx(0.6)
     assert summary["ghpo"]["accuracy_equal_steps"]["levels"]["all"]["mean"] == pytest.approx(0.6)
     assert "ghpo vs grpo, level all: +10.0 points" in text
+
+
+def test_with_one_seed_a_side_the_verdict_says_there_is_no_range_to_compare(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _write_run(runs, "grpo", 0, final={"1": 0.9, "2": 0.2}, grad=[1.0, 2.0], no_signal_step=1)
+    _write_run(runs, "ghpo", 0, final={"1": 0.7, "2": 0.6}, grad=[1.0, 2.0], no_signal_step=0)
+    text = aggregate(runs, out).read_text()
+    assert (
+        "- ghpo vs grpo, level 2: +40.0 points ([0.600–0.600] vs [0.200–0.200]; one seed: no range to compare)"
+        in text
+    )
+    assert "seed ranges apart" not in text
