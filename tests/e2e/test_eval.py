@@ -52,11 +52,11 @@ def tiny_model():
     return ensure_tiny_model()
 
 
-def test_in_process_eval_writes_per_level_metrics_and_solves_level_1(tiny_model, tmp_path):
+def test_in_process_eval_writes_per_level_metrics_and_solves_most_of_level_2(tiny_model, tmp_path):
     out, samples = tmp_path / "r.json", tmp_path / "s.jsonl"
 
     proc = ghpo_eval(
-        "--model", str(tiny_model), "--benchmarks", "arith,math500", "--arith-levels", "1,2",
+        "--model", str(tiny_model), "--benchmarks", "arith,math500", "--arith-levels", "2,3",
         "--arith-per-level", "15", "--limit", "5", "--max-tokens", "96",
         "--out", str(out), "--samples-out", str(samples),
     )  # fmt: skip
@@ -64,12 +64,13 @@ def test_in_process_eval_writes_per_level_metrics_and_solves_level_1(tiny_model,
     report = json.loads(out.read_text())
     arith, math500 = report["results"]["arith"], report["results"]["math500"]
     assert set(report["results"]) == {"arith", "math500"}
-    assert set(arith["levels"]) == {"1", "2"}
-    for metrics in (arith["all"], arith["levels"]["1"], math500["all"], *math500["levels"].values()):
+    assert set(arith["levels"]) == {"2", "3"}
+    for metrics in (arith["all"], arith["levels"]["2"], math500["all"], *math500["levels"].values()):
         assert set(metrics) == METRICS
-    assert arith["levels"]["1"]["n"] == 15 and arith["all"]["n"] == 30 and math500["all"]["n"] == 5
-    assert arith["levels"]["1"]["pass@1"] >= 0.8
-    assert arith["levels"]["1"]["format_rate"] >= 0.8
+    assert arith["levels"]["2"]["n"] == 15 and arith["all"]["n"] == 30 and math500["all"]["n"] == 5
+    # the shipped model solves 86.5% of 200 held-out level-2 problems (its hint table)
+    assert arith["levels"]["2"]["pass@1"] >= 0.7
+    assert arith["levels"]["2"]["format_rate"] >= 0.8
     assert 0.0 <= math500["all"]["pass@1"] <= 1.0
     assert report["config"]["k"] == 1 and report["config"]["temperature"] == 0.0
     assert report["command"].startswith("ghpo eval")
@@ -105,14 +106,14 @@ def test_eval_against_running_services_samples_k_and_scores_too_long_prompts_zer
 
         ghpo_eval(
             "--inference-url", inference_url, "--verifier-url", verifier_url, "--token", TOKEN,
-            "--benchmarks", "arith,math500", "--arith-levels", "1", "--arith-per-level", "15", "--limit", "6",
+            "--benchmarks", "arith,math500", "--arith-levels", "2", "--arith-per-level", "15", "--limit", "6",
             "--k", "4", "--pass-k", "2", "--temperature", "1.0", "--seed", "3", "--max-tokens", "64",
             "--out", str(out),
         )  # fmt: skip
 
     report = json.loads(out.read_text())
-    level1, math500 = report["results"]["arith"]["levels"]["1"], report["results"]["math500"]["all"]
-    assert level1["k"] == 4 and level1["pass_k"] == 2 and level1["n"] == 15
-    assert level1["pass@k"] >= level1["avg@k"] > 0.5
+    level2, math500 = report["results"]["arith"]["levels"]["2"], report["results"]["math500"]["all"]
+    assert level2["k"] == 4 and level2["pass_k"] == 2 and level2["n"] == 15
+    assert level2["pass@k"] >= level2["avg@k"] > 0.4  # sampled at temperature 1: below greedy's 86.5%
     assert math500["n"] == 6 and math500["prompt_too_long"] == 2
     assert report["config"]["token"] is None  # the secret is not written out
