@@ -5,7 +5,7 @@ start, group size, advantage convention), so the broker, the rollout server and 
 drift apart; plus the run's model, data (source, field mapping, levels, held-out rows), prompt template,
 budget, evaluation and the few service knobs a local run needs.
 `[ghpo]`, `[optim]` and `[deepspeed]` are the trainer's own sections, passed through; where `ghpo run`
-sets its own defaults in them (no cold start, a constant lr of 3e-4 after 5 warm-up steps, micro-batches
+sets its own defaults in them (no cold start, a constant lr of 5e-5 after 5 warm-up steps, micro-batches
 sized from a memory estimate ("auto": at most 64 rows) and grouped by length, since GHPO's long hinted
 prompts would otherwise set the padded width of most of them), a section given in the file is laid over
 those key by key, so `[optim] lr = 1e-3` keeps the constant schedule instead of falling back to the
