@@ -109,7 +109,7 @@ class ModelSection(_Section):
         None,
         max_length=4096,
         description="Hugging Face model folder, or 'smollm2' (made offline by `ghpo models prepare "
-        "smollm2`); empty: the tiny model (built once).",
+        "smollm2`); empty: the tiny model (shipped in trainer/tiny/model).",
     )
 
 
