@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 
 from ghpo.local.config import RunConfig, parse_run_config
+from ghpo.local.preflight import preflight
 from ghpo.local.processes import Child, ProcessSpec, Supervisor
 from ghpo.local.stack import Endpoints, service_specs, trainer_spec, trainer_toml
 from ghpo.shared.bench_results import emit
@@ -66,22 +67,26 @@ LEVELS = [1, 2, 3]  # arith levels with mixed rewards for the tiny model: batche
 
 
 def run_config(args: argparse.Namespace, lag: int) -> RunConfig:
-    return parse_run_config(
-        {
-            # No checkpoint inside the timed window; the trainer is stopped long before this many steps.
-            "run": {"steps": 1_000_000, "checkpoint_every": 10_000_000, "seed": 0},
-            "data": {"arith_levels": LEVELS},
-            "rollout": {
-                "group_size": args.group_size,
-                "batch_groups": args.batch_groups,
-                "max_tokens": args.max_tokens,
-                "max_policy_lag": lag,
-                "max_concurrent_steps": 2,
+    """`ghpo run`'s config for this lag, resolved for this machine as `ghpo run` resolves it."""
+    return preflight(
+        parse_run_config(
+            {
+                # No checkpoint inside the timed window; the trainer is stopped long before this many steps.
+                "run": {"steps": 1_000_000, "checkpoint_every": 10_000_000, "seed": 0},
+                "data": {"arith_levels": LEVELS},
+                "rollout": {
+                    "group_size": args.group_size,
+                    "batch_groups": args.batch_groups,
+                    "max_tokens": args.max_tokens,
+                    "max_policy_lag": lag,
+                    "max_concurrent_steps": 2,
+                },
+                "optim": {"lr": args.lr, "warmup_steps": 0, "schedule": "constant"},
+                "services": {"broker_policy": "none", "verifier_workers": 1},
             },
-            "optim": {"lr": args.lr, "warmup_steps": 0, "schedule": "constant"},
-            "services": {"broker_policy": "none", "verifier_workers": 1},
-        },
-        "pipeline_lag.py",
+            "pipeline_lag.py",
+        ),
+        log=lambda _line: None,
     )
 
 
@@ -244,7 +249,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         redis = LocalRedis(tmp / "redis").start()
         try:
-            ends = Endpoints.allocate(redis.url)
+            ends = dataclasses.replace(
+                Endpoints.allocate(), redis_url=redis.url
+            )  # this Redis, not ghpo run's
             with Supervisor(tmp) as sup:
                 # Verifier, broker and inference once (their settings do not depend on the lag).
                 for spec in service_specs(run_config(args, lags[0]), model, tmp, ends)[:3]:
