@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from ghpo.shared.tasks import arith
+
 MAX_FOLDER_BYTES = 20 * 1024 * 1024
 
 
@@ -85,13 +87,7 @@ def test_the_shipped_hint_table_has_a_level_with_signal_and_a_hard_level_hints_o
     assert _percent(table, 0.0, HARD_LEVEL) <= 10, table
     assert _percent(table, 0.75, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_75_LIFT, table
     assert _percent(table, 0.5, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_50_LIFT, table
-    assert _percent(table, 0.0, 2) >= 80 and _percent(table, 0.0, arith_max_level()) <= 5, table
-
-
-def arith_max_level() -> int:
-    from ghpo.shared.tasks import arith
-
-    return arith.MAX_LEVEL
+    assert _percent(table, 0.0, 2) >= 80 and _percent(table, 0.0, arith.MAX_LEVEL) <= 5, table
 
 
 @pytest.mark.slow
