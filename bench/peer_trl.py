@@ -3,7 +3,7 @@ model, task, budget and reward, over several seeds.
 
 Both sides train the tiny model (ensure_tiny_model) on the arith train split (the same levels and
 problems, each side in its own shuffled order), with the model's chat template, P prompts x G samples per
-optimizer step, at most `--max-tokens` completion tokens, temperature 1, AdamW at a constant `--lr`, no
+optimizer step, at most `--max-tokens` completion tokens, `--temperature` (1), AdamW at a constant `--lr`, no
 warm-up, no KL term, clip 0.2, rewards standardised within each group (std + 1e-4), the bnpo loss, `--steps`
 steps, and the verifier's reward (accuracy + 0.5 x format, the same scoring function; TRL calls it
 in-process). No hints on either side: ghpo's broker runs policy `none`, so this compares the GRPO machinery,
@@ -18,7 +18,7 @@ not GHPO's guidance.
 The first step of each is excluded (start-up). Held-out accuracy: one evaluator for every final model
 and the starting one (ghpo.trainer.tiny.evaluate: batched greedy transformers generate, scored by the
 verifier), on `--eval-per-level` held-out problems of each `--eval-levels` level, the same problems for
-every seed. Training accuracy per step (no-hint rollouts, temperature 1) is printed for both sides as a
+every seed. Training accuracy per step (no-hint rollouts at the sampling temperature) is printed for both sides as a
 learning curve that is less noisy than one held-out figure.
 
 One thing at a time: `--ghpo-set section.key=value` (a `ghpo run` config key, e.g.
@@ -90,7 +90,7 @@ def ghpo_config(args: argparse.Namespace, model: Path, seed: int) -> dict[str, d
             "group_size": args.group_size,
             "batch_groups": args.prompts,
             "max_tokens": args.max_tokens,
-            "temperature": 1.0,
+            "temperature": args.temperature,
         },
         "optim": {"lr": args.lr, "warmup_steps": 0, "schedule": "constant"},
         "ghpo": {"cold_start_steps": 0, "beta": 0.0, "eps_low": 0.2, "eps_high": 0.2, "loss_type": "bnpo"},
@@ -174,7 +174,7 @@ def trl_side(args: argparse.Namespace, model: Path, tmp: Path, seed: int) -> dic
         "gradient_accumulation_steps": 1,
         "num_generations": args.group_size,
         "max_completion_length": args.max_tokens,
-        "temperature": 1.0,
+        "temperature": args.temperature,
         "top_p": 1.0,
         "learning_rate": args.lr,
         "lr_scheduler_type": "constant",
@@ -258,10 +258,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8, help="P: prompts (groups) per optimizer step")
     parser.add_argument("--group-size", type=int, default=8, help="G: samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3, 4])
-    parser.add_argument("--per-level", type=int, default=400, help="arith training problems per level")
-    parser.add_argument("--eval-levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, both sides")
+    parser.add_argument("--lr", type=float, default=5e-5, help="ghpo run's default")
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[3, 4])
+    parser.add_argument("--per-level", type=int, default=2000, help="arith training problems per level")
+    parser.add_argument("--eval-levels", type=lambda s: [int(x) for x in s.split(",")], default=[3, 4])
     parser.add_argument("--eval-per-level", type=int, default=200)
     parser.add_argument(
         "--sides", choices=("both", "time"), default="both", help="time: seconds per step only, no evaluation"
@@ -314,7 +315,7 @@ def main() -> None:
     changed += ", ".join(f"TRL {k}={v}" for k, v in args.trl_set.items())
     print(
         f"\n{args.steps} steps of {args.prompts} prompts x G = {args.group_size}, max {args.max_tokens} tokens, "
-        f"lr {args.lr:g}, seeds {args.seeds}; changed: {changed or 'nothing'}"
+        f"temperature {args.temperature:g}, lr {args.lr:g}, seeds {args.seeds}; changed: {changed or 'nothing'}"
     )
     if evaluate:
         print(f"held-out: {n_eval} problems (levels {args.eval_levels}, greedy), start {start_acc:.1%}")

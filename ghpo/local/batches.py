@@ -79,6 +79,7 @@ def real_batches(
     max_tokens: int = 64,
     levels: tuple[int, ...] = (2, 3, 4),
     token: str | None = None,
+    temperature: float = 1.0,
 ) -> list[Batch]:
     """`n_batches` batches of `groups` prompts x `group_size` scored samples each."""
     per_level = -(-n_batches * groups // len(levels))
@@ -96,6 +97,7 @@ def real_batches(
             seed=seed * 1000 + b,
             max_tokens=max_tokens,
             token=token,
+            temperature=temperature,
         )
         scored_groups = []
         for record, result in zip(chosen, response.results, strict=True):
@@ -109,6 +111,7 @@ def real_batches(
                     hint_level=0,
                     hint_ratio=0.0,
                     prompt_token_ids=result.prompt_token_ids,
+                    temperature=temperature,
                     completions=[
                         Completion(
                             token_ids=s.token_ids,

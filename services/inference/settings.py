@@ -45,9 +45,10 @@ class Settings(ServiceSettings):
     max_num_seqs: int = Field(256, ge=1, le=8192, description="Most sequences vLLM runs in one batch.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Engine seed (requests without a seed).")
     logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = Field(
-        "raw_logprobs",
-        description="Which log-probs samples report: the model's own (temperature 1, before top-p/k), or "
-        "after temperature/top-p/top-k processing.",
+        "processed_logprobs",
+        description="Which log-probs samples report: those of the distribution sampled from (after "
+        "temperature/top-p/top-k; the behaviour policy the trainer's importance weights need), or the "
+        "model's own (temperature 1, before top-p/k).",
     )
     max_prompts_per_request: int = Field(
         1024, ge=1, le=MAX_PROMPTS_PER_REQUEST, description="Most prompts in one /v1/generate; more: 413."

@@ -327,6 +327,7 @@ class Sampler:
             hint_ratio=ratio_for_level(s.level, self.cfg.hint_ladder),
             condition_on="plain" if use_plain else "hinted",
             prompt_token_ids=s.plain_prompt_ids if use_plain else s.prompt_ids,
+            temperature=self.settings.temperature,
             completions=[
                 Completion(
                     token_ids=sample.token_ids,

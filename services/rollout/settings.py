@@ -129,7 +129,9 @@ class Settings(GHPOServiceSettings):
     )
     # --- sampling
     group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="G: completions per prompt.")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="Sampling temperature.")
+    temperature: float = Field(
+        1.0, gt=0.0, le=10.0, description="Sampling temperature (the trainer trains the tempered policy)."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(
         1024,

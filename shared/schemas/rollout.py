@@ -77,6 +77,14 @@ class ScoredGroup(WireModel):
     hint_ratio: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False, description="ω of the final round.")
     condition_on: Literal["hinted", "plain"] = "hinted"
     prompt_token_ids: TokenIds = Field(description="Context the completions are trained on.")
+    temperature: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        allow_inf_nan=False,
+        description="Sampling temperature of the completions; the trainer takes log-probs of the policy at "
+        "this temperature (logits / T), as the samples came from it.",
+    )
     completions: list[Completion] = Field(min_length=1, max_length=MAX_GROUP_SIZE)
     generation_rounds: int = Field(1, ge=1, le=MAX_HINT_LEVELS + 1)
     plain_accuracy: float | None = Field(

@@ -260,6 +260,19 @@ def test_each_steps_history_line_says_how_long_it_waited_trained_and_pushed(mode
         assert push <= line["sync_s"] < wait, line
 
 
+def test_a_step_on_samples_drawn_below_temperature_one_agrees_with_inference_on_their_log_probs(
+    model_dir, inference_url, tmp_path
+):
+    """Samples at T = 0.6 came from softmax(logits / 0.6): the trainer must take its log-probs (and the
+    inference service report its behaviour log-probs) from that distribution, not the model's own."""
+    tempered = real_batches(
+        inference_url, n_batches=3, groups=8, group_size=4, max_tokens=64, token=TOKEN, temperature=0.6
+    )
+    batch = next(b for b in tempered if trainable(b))
+    result = train_step(build_engine(make_config(model_dir, tmp_path)), batch, policy_version=0)
+    assert result.mismatch_kl < 1e-4
+
+
 @pytest.mark.parametrize("stage", ["deepspeed", "state", "renamed"])
 def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(model_dir, batches, tmp_path, stage):
     config = make_config(model_dir, tmp_path, run={"steps": 3, "checkpoint_every": 1, "keep_checkpoints": 1})

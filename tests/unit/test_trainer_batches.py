@@ -3,7 +3,10 @@ right-padded so every completion starts at one column, masks and flags per row."
 
 from __future__ import annotations
 
+import types
+
 import pytest
+import torch
 
 from ghpo.shared.schemas.rollout import Batch, Completion, ScoredGroup
 from ghpo.trainer.train.batches import (
@@ -13,6 +16,7 @@ from ghpo.trainer.train.batches import (
     rescues_by_level,
     trainable,
 )
+from ghpo.trainer.train.step import completion_logps
 
 PAD = 0
 
@@ -29,7 +33,7 @@ def completion(tokens, advantage, *, version=0, finish="stop", reward=None):
     )
 
 
-def group(gid, prompt, completions, level=0):
+def group(gid, prompt, completions, level=0, temperature=1.0):
     return ScoredGroup(
         group_id=gid,
         prompt_id=gid,
@@ -37,6 +41,7 @@ def group(gid, prompt, completions, level=0):
         hint_level=level,
         hint_ratio=0.0 if level == 0 else 0.25,
         prompt_token_ids=prompt,
+        temperature=temperature,
         completions=completions,
         created_at=1.0,
     )
@@ -159,3 +164,35 @@ def test_hinted_advantage_share_is_the_hinted_groups_part_of_all_absolute_advant
     )
     assert hinted_advantage_share(batch) == pytest.approx(0.75)
     assert hinted_advantage_share(batch.model_copy(update={"groups": batch.groups[:1]})) == 0.0
+
+
+class _FixedLogits(torch.nn.Module):
+    """A "model" whose next-token logits are a fixed function of the input token: enough to see which
+    distribution completion_logps takes its log-probs from."""
+
+    def __init__(self, vocab: int = 20):
+        super().__init__()
+        self.table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(0)) * 3
+
+    def forward(self, input_ids, **_):
+        return types.SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_log_probs_are_those_of_the_policy_at_each_groups_sampling_temperature():
+    batch = Batch(
+        batch_id="t",
+        groups=[
+            group("cold", [5, 6], [completion([11, 12], 1.0)], temperature=0.5),
+            group("warm", [7], [completion([13, 14], -1.0)]),
+        ],
+        created_at=1.0,
+    )
+    (mb,) = micro_batches(batch, micro_batch_size=8, pad_token_id=PAD)
+    assert mb.temperatures.tolist() == [0.5, 1.0]
+    model = _FixedLogits()
+    logps, _ = completion_logps(model, mb)
+    for row, temperature in enumerate([0.5, 1.0]):
+        inputs = mb.input_ids[row, mb.prompt_width - 1 : -1]
+        expected = torch.log_softmax(model.table[inputs] / temperature, dim=-1)
+        expected = expected.gather(-1, mb.completion_ids[row].unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(logps[row], expected, atol=1e-6)

@@ -32,6 +32,7 @@ class MicroBatch:
     hinted: torch.Tensor  # (R,) bool
     truncated: torch.Tensor  # (R,) bool
     policy_versions: torch.Tensor  # (R,) long
+    temperatures: torch.Tensor  # (R,) float, the sampling temperature of each row's group
 
     @property
     def rows(self) -> int:
@@ -51,6 +52,7 @@ class _Row:
     hinted: bool
     truncated: bool
     version: int
+    temperature: float
 
 
 def _rows(batch: Batch) -> list[_Row]:
@@ -63,6 +65,7 @@ def _rows(batch: Batch) -> list[_Row]:
             hinted=group.hint_level > 0,
             truncated=c.finish_reason == "length",
             version=c.policy_version,
+            temperature=group.temperature,
         )
         for group in batch.groups
         for c in group.completions
@@ -99,6 +102,7 @@ def _collate(rows: list[_Row], pad_token_id: int) -> MicroBatch:
         hinted=torch.tensor([r.hinted for r in rows], dtype=torch.bool),
         truncated=torch.tensor([r.truncated for r in rows], dtype=torch.bool),
         policy_versions=torch.tensor([r.version for r in rows], dtype=torch.long),
+        temperatures=torch.tensor([r.temperature for r in rows], dtype=torch.float32),
     )
 
 

@@ -59,6 +59,8 @@ def completion_logps(module: torch.nn.Module, mb: MicroBatch) -> tuple[torch.Ten
     )
     width_t = mb.completion_ids.size(1)
     logits = out.logits[:, mb.prompt_width - 1 : mb.prompt_width - 1 + width_t].float()
+    if bool((mb.temperatures != 1.0).any()):  # the policy that sampled them: softmax(logits / T)
+        logits = logits / mb.temperatures[:, None, None]
     log_probs = torch.log_softmax(logits, dim=-1)
     logps = log_probs.gather(-1, mb.completion_ids.unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
