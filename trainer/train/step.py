@@ -1,6 +1,7 @@
 """One optimizer step on one batch: log-probs, the core GHPO loss, backward per micro-batch, step.
 
-Per micro-batch: forward (use_cache off), completion-token log-probs in fp32, the loss of
+Per micro-batch: forward (use_cache off), completion-token log-probs in fp32 (of the policy at each
+row's sampling temperature: logits / T, as the samples were drawn), the loss of
 `ghpo.trainer.core.loss.policy_loss` (one update per batch, so old log-probs are the current ones,
 detached: the PPO ratio is 1 and its gradient is the policy gradient), backward without DeepSpeed's
 own 1/GAS scaling (the core loss already divides by the number of micro-batches), the accumulation
