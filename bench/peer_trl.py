@@ -28,7 +28,7 @@ One thing at a time: `--ghpo-set section.key=value` (a `ghpo run` config key, e.
     python bench/peer_trl.py [--steps 60] [--seeds 0 1 2] [--prompts 8] [--group-size 8]
     python bench/peer_trl.py --prompts 64 --steps 10 --sides time   # seconds per step at ghpo run's batch
 
-`--quick`: 3 steps of 2 prompts x 4 samples, 32 tokens, 3 held-out problems per level. Each figure is also
+`--quick`: 3 steps of 2 prompts x 4 samples of levels 2 and 3, 64 tokens, 3 held-out level-2 problems. Each figure is also
 printed as a BENCH_RESULT line.
 """
 
@@ -51,7 +51,17 @@ from pathlib import Path
 from ghpo.local.stack import toml_document
 from ghpo.shared.bench_results import emit
 
-QUICK = {"steps": 3, "prompts": 2, "group_size": 4, "max_tokens": 32, "eval_per_level": 3, "seeds": [0]}
+QUICK = {
+    "steps": 3,
+    "prompts": 2,
+    "group_size": 4,
+    "max_tokens": 64,  # a level-2 completion is ~35 tokens: shorter ones are cut, unscored, untrainable
+    "levels": [2, 3],
+    "per_level": 50,
+    "eval_levels": [2],
+    "eval_per_level": 3,
+    "seeds": [0],
+}
 LOG_STEP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*\bstep (\d+): loss ")
 
 
