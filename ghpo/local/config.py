@@ -217,7 +217,7 @@ class ServicesSection(_Section):
     verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
     broker_policy: str = Field(
         "ghpo",
-        pattern="^(ghpo|ghpo-memory|none)$",
+        pattern="^(ghpo|ghpo-memory|ghpo-adaptive|none)$",
         description="Hint policy; 'none' is plain GRPO (no hints).",
     )
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")

@@ -72,6 +72,17 @@ STUDY_METHODS: dict[str, Method] = {  # in the study's order
         ghpo=(("condition_on", "plain"), ("plain_correction", "truncated_is")),
     ),
     "ghpo-line": Method("paper's policy, hints cut at line breaks", "ghpo", ghpo=(("hint_cut", "line"),)),
+    "ghpo-adaptive": Method(
+        "the broker holds each prompt near 50% hinted accuracy on a finer ladder (0.25, 0.5, 0.625, 0.75, "
+        "0.875): it starts at the last final level, one lower when that group was more than half right",
+        "ghpo-adaptive",
+        ghpo=(("hint_ladder", [0.25, 0.5, 0.625, 0.75, 0.875]),),
+    ),
+    "ghpo-keep1": Method(
+        "paper's policy, a rescued group keeps one rollout of its failed unhinted round (NuRL)",
+        "ghpo",
+        ghpo=(("keep_unhinted", 1),),
+    ),
 }
 METHOD_TEXT = {name: method.text for name, method in STUDY_METHODS.items()}
 METHODS = tuple(STUDY_METHODS)

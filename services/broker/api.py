@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from ghpo.services.broker.engine import MEMORY_FIELDS, BrokerState, memory_from, plans_for
 from ghpo.services.broker.metrics import DUPLICATES, PLANNED, SparsityWindow
-from ghpo.services.broker.policies import Memory, outcome_problem, plan, summarize
+from ghpo.services.broker.policies import REMEMBERING, Memory, outcome_problem, plan, summarize
 from ghpo.services.broker.settings import Settings
 from ghpo.shared.algorithm.config import GHPOConfig
 from ghpo.shared.errors import NotFound, PayloadTooLarge, Unprocessable
@@ -63,7 +63,7 @@ async def plan_levels(body: PlanRequest, request: Request) -> PlanResponse:
     settings, state = _state(request)
     _check_batch(len(body.prompt_ids), settings, "prompt_ids")
     cfg = settings.policy_config()
-    if cfg.name == "ghpo-memory" and body.step >= cfg.cold_start_steps:
+    if cfg.name in REMEMBERING and body.step >= cfg.cold_start_steps:
         memories = await state.memories(body.prompt_ids)
     else:  # the other policies (and the cold start) do not depend on what the broker remembers
         memories = [Memory()] * len(body.prompt_ids)

@@ -15,6 +15,14 @@ Policies:
     * otherwise start at s again.
   When `stale_after_steps` > 0 and the memory is older than that many steps, start one level lower
   still (the policy has moved since). Escalation stays allowed up to L.
+- `ghpo-adaptive`: hold each prompt near a hinted accuracy of `target_accuracy` (the idea behind SEELE
+  and AdaRFT; meant for a finer ladder than the paper's three rungs). From the last outcome's final
+  level f and that group's accuracy a:
+    * a > target_accuracy: start at f - 1 (the hint made it easier than aimed at: give less);
+    * otherwise (0 < a <= target, or nothing rescued it): start at f, the smallest level known to give
+      signal, or the highest level tried.
+  Unlike `ghpo-memory` it also steps down from a level the prompt escalated to, and its threshold is
+  the aimed-at accuracy rather than "the hint is no longer needed". Staleness as `ghpo-memory`.
 - Cold start: while step < cold_start_steps every policy plans (0, 0): no hints at all.
 
 Outcome rules checked before anything is written (`outcome_problem`): levels within 0..L and strictly
@@ -30,8 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-PolicyName = Literal["ghpo", "ghpo-memory", "none"]
-POLICIES: tuple[PolicyName, ...] = ("ghpo", "ghpo-memory", "none")
+PolicyName = Literal["ghpo", "ghpo-memory", "ghpo-adaptive", "none"]
+POLICIES: tuple[PolicyName, ...] = ("ghpo", "ghpo-memory", "ghpo-adaptive", "none")
+REMEMBERING: tuple[PolicyName, ...] = ("ghpo-memory", "ghpo-adaptive")  # plans read the prompt's memory
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class PolicyConfig:
     cold_start_steps: int = 20
     step_down_accuracy: float = 0.75
     stale_after_steps: int = 0  # 0: memory never goes stale
+    target_accuracy: float = 0.5  # ghpo-adaptive: the hinted accuracy aimed at
 
 
 @dataclass(frozen=True)
@@ -61,15 +71,17 @@ class Plan:
 
 
 def memory_start_level(cfg: PolicyConfig, memory: Memory, step: int) -> int:
-    """The `ghpo-memory` starting level (see the module docstring)."""
+    """The `ghpo-memory` or `ghpo-adaptive` starting level (see the module docstring)."""
     if memory.last_final is None or memory.last_start is None:
         return 0
     start, final = memory.last_start, memory.last_final
-    if final > start:
+    g = memory.last_final_g or 0
+    accuracy = (memory.last_final_correct or 0) / g if g else 0.0
+    if cfg.name == "ghpo-adaptive":
+        level = final - 1 if accuracy > cfg.target_accuracy else final
+    elif final > start:
         level = final
     else:
-        g = memory.last_final_g or 0
-        accuracy = (memory.last_final_correct or 0) / g if g else 0.0
         level = start - 1 if accuracy >= cfg.step_down_accuracy else start
     if (
         cfg.stale_after_steps

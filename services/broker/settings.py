@@ -1,7 +1,7 @@
 """Settings of the guidance broker (environment variables `GHPO_BROKER_*`).
 
 Where the state lives (Redis URL, or none: start a local server and say so), which policy plans hint
-levels, the group size, the `ghpo-memory` step-down rule, and the service's limits. The GHPO settings it
+levels, the group size, the `ghpo-memory` step-down rule and `ghpo-adaptive`'s target, and the service's limits. The GHPO settings it
 plans with (the ladder, the cold start) are the nested `ghpo` block every component shares, read from
 GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings). Nothing here talks to Redis or HTTP.
 """
@@ -38,7 +38,9 @@ class Settings(GHPOServiceSettings):
         pattern=r"^[A-Za-z0-9:._-]+$",
         description="Prefix of every Redis key (one prefix per training run if runs share a server).",
     )
-    policy: PolicyName = Field("ghpo-memory", description="Hint policy: ghpo, ghpo-memory or none.")
+    policy: PolicyName = Field(
+        "ghpo-memory", description="Hint policy: ghpo, ghpo-memory, ghpo-adaptive or none."
+    )
     group_size: int = Field(
         8, ge=0, le=MAX_GROUP_SIZE, description="G every result must have (0: accept any G)."
     )
@@ -49,7 +51,17 @@ class Settings(GHPOServiceSettings):
         description="ghpo-memory: a non-escalated group this accurate makes the next visit start a level lower.",
     )
     stale_after_steps: int = Field(
-        0, ge=0, le=10**9, description="ghpo-memory: memory older than this starts a level lower (0: never)."
+        0,
+        ge=0,
+        le=10**9,
+        description="ghpo-memory, ghpo-adaptive: memory older than this starts a level lower (0: never).",
+    )
+    target_accuracy: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="ghpo-adaptive: the hinted accuracy aimed at; a final group above it makes the next "
+        "visit start a level lower.",
     )
     update_id_ttl_s: int = Field(
         7 * 24 * 3600,
@@ -77,4 +89,5 @@ class Settings(GHPOServiceSettings):
             cold_start_steps=self.ghpo.cold_start_steps,
             step_down_accuracy=self.step_down_accuracy,
             stale_after_steps=self.stale_after_steps,
+            target_accuracy=self.target_accuracy,
         )

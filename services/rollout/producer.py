@@ -57,7 +57,7 @@ def now_ms() -> int:
 
 def no_signal(s: Slot) -> bool:
     """Every reward of the sampled group is equal: every advantage is 0, GRPO learns nothing from it."""
-    return len(set(s.rewards)) <= 1
+    return len(set(s.final_rewards())) <= 1
 
 
 def step_tally(slots: list[Slot]) -> dict[str, int]:

@@ -65,6 +65,7 @@ class Slot:
     rewards: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     plain_accuracy: float | None = None
+    kept: list[tuple[Any, float, float]] = field(default_factory=list)  # (sample, reward, accuracy) unhinted
     generated: int = 0  # completions generated for this group over all its rounds (the generation budget)
     drop: DropReason | None = None
     final: bool = False
@@ -72,6 +73,16 @@ class Slot:
     @property
     def group_id(self) -> str:
         return f"e{self.epoch}-p{self.position}"
+
+    def rows(self) -> list[tuple[Any, float, float, bool]]:
+        """(sample, reward, accuracy, hinted) of the group as trained: with kept unhinted completions
+        (ghpo.keep_unhinted = k) they come first, then the last G - k of the final hinted round."""
+        final = list(zip(self.samples, self.rewards, self.accuracies, strict=True))[len(self.kept) :]
+        return [(*kept, False) for kept in self.kept] + [(*row, self.level > 0) for row in final]
+
+    def final_rewards(self) -> list[float]:
+        """The rewards of `rows()`, in its order."""
+        return [reward for _, reward, _ in self.kept] + self.rewards[len(self.kept) :]
 
 
 @dataclass
@@ -297,6 +308,9 @@ class Sampler:
         if nxt is None or nxt > s.max_level:
             s.final = True
         else:
+            if s.level == 0 and self.cfg.keep_unhinted:  # NuRL: the rescued group keeps some plain rollouts
+                keep = self.cfg.keep_unhinted
+                s.kept = list(zip(s.samples[:keep], s.rewards[:keep], s.accuracies[:keep], strict=True))
             s.level = nxt
 
     async def _plain_prompt_ids(self, slots: list[Slot], clock: StepClock) -> None:
@@ -316,8 +330,9 @@ class Sampler:
                 s.drop = DropReason.inference_failed
 
     def group(self, s: Slot) -> ScoredGroup:
-        """The final group of a slot, with advantages."""
-        advantages = group_advantages(s.rewards, eps=self.cfg.advantage_eps, scale=self.cfg.scale_advantages)
+        """The final group of a slot (`Slot.rows`), with advantages."""
+        rows = s.rows()
+        advantages = group_advantages(s.final_rewards(), eps=self.cfg.advantage_eps, scale=self.cfg.scale_advantages)
         use_plain = self.cfg.condition_on == "plain" and s.plain_prompt_ids is not None
         return ScoredGroup(
             group_id=s.group_id,
@@ -327,6 +342,7 @@ class Sampler:
             hint_ratio=ratio_for_level(s.level, self.cfg.hint_ladder),
             condition_on="plain" if use_plain else "hinted",
             prompt_token_ids=s.plain_prompt_ids if use_plain else s.prompt_ids,
+            plain_prompt_token_ids=s.plain_prompt_ids if s.kept else None,
             temperature=self.settings.temperature,
             completions=[
                 Completion(
@@ -338,10 +354,9 @@ class Sampler:
                     advantage=advantage,
                     policy_version=sample.policy_version,
                     text=sample.text if self.settings.include_text else None,
+                    unhinted=s.level > 0 and not hinted,
                 )
-                for sample, reward, accuracy, advantage in zip(
-                    s.samples, s.rewards, s.accuracies, advantages, strict=True
-                )
+                for (sample, reward, accuracy, hinted), advantage in zip(rows, advantages, strict=True)
             ],
             generation_rounds=len(s.results),
             plain_accuracy=s.plain_accuracy,

@@ -171,6 +171,11 @@ class Settings(GHPOServiceSettings):
     def _check(self) -> Settings:
         if not self.inference_urls and self.inference_dns is None and self.producer_enabled:
             raise ValueError("give inference_urls or inference_dns (or set producer_enabled=false)")
+        if self.ghpo.keep_unhinted >= self.group_size:
+            raise ValueError(
+                f"ghpo.keep_unhinted ({self.ghpo.keep_unhinted}) must be smaller than group_size "
+                f"({self.group_size}): a rescued group keeps at least one hinted completion"
+            )
         return self
 
     def data_spec(self) -> DataSpec:

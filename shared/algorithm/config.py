@@ -76,6 +76,14 @@ class GHPOConfig(BaseModel):
         "min(plain/hinted ratio, plain_is_cap), the Guide method) or none (weight 1: what the reference code "
         "does to most rescued groups; biased toward the hinted policy, but the hard tokens keep their gradient).",
     )
+    keep_unhinted: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Completions of a group's failed unhinted round kept in its rescued group, in place of as "
+        "many hinted ones (NuRL keeps 1); they train on the plain prompt and show how much the policy needs "
+        "the hint. 0 = the paper. Must be smaller than G.",
+    )
     advantage_eps: float = Field(1e-4, gt=0.0, le=1.0, description="Added to the group std before dividing.")
     scale_advantages: bool = Field(
         True, description="Divide advantages by the group std (False: mean-centre only)."

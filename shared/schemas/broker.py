@@ -26,7 +26,7 @@ MAX_STEP = 2**40
 Level = Annotated[int, Field(ge=0, lt=MAX_LEVELS)]
 Step = Annotated[int, Field(ge=0, le=MAX_STEP)]
 Count = Annotated[int, Field(ge=0, le=2**53)]
-PolicyName = Literal["ghpo", "ghpo-memory", "none"]
+PolicyName = Literal["ghpo", "ghpo-memory", "ghpo-adaptive", "none"]
 HintRatio = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 

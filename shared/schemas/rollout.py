@@ -59,6 +59,11 @@ class Completion(WireModel):
     advantage: Score = Field(description="Group advantage of this completion in its final group.")
     policy_version: PolicyVersion = Field(description="Weights version the completion was sampled under.")
     text: Text | None = None
+    unhinted: bool = Field(
+        False,
+        description="Sampled from the plain prompt in a group that ended hinted (ghpo.keep_unhinted): "
+        "trained on the group's `plain_prompt_token_ids`.",
+    )
 
     @model_validator(mode="after")
     def _aligned(self) -> Completion:
@@ -77,6 +82,9 @@ class ScoredGroup(WireModel):
     hint_ratio: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False, description="ω of the final round.")
     condition_on: Literal["hinted", "plain"] = "hinted"
     prompt_token_ids: TokenIds = Field(description="Context the completions are trained on.")
+    plain_prompt_token_ids: TokenIds | None = Field(
+        None, description="The unhinted prompt: the context of the completions flagged `unhinted`."
+    )
     temperature: float = Field(
         1.0,
         gt=0.0,
@@ -96,6 +104,13 @@ class ScoredGroup(WireModel):
     def _hint_consistent(self) -> ScoredGroup:
         if (self.hint_level == 0) != (self.hint_ratio == 0.0):
             raise ValueError("hint_ratio must be 0 exactly when hint_level is 0")
+        if any(c.unhinted for c in self.completions) and (
+            self.hint_level == 0 or self.plain_prompt_token_ids is None
+        ):
+            raise ValueError(
+                "a completion flagged unhinted needs a hinted group (hint_level > 0) that carries "
+                "plain_prompt_token_ids"
+            )
         return self
 
     @property

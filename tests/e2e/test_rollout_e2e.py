@@ -224,6 +224,57 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
     assert hinted_groups > 0  # level 7 is beyond the tiny model without a hint
 
 
+def test_keep_unhinted_puts_a_failed_plain_rollout_into_each_rescued_group(stack, model_dir, serve_app, redis_url):
+    """NuRL's group: a group that ended hinted holds one completion of its all-wrong unhinted round (reward
+    0, flagged, with the plain prompt and the plain prompt's log-probs) and G - 1 hinted ones; advantages
+    are over all G."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ghpo.shared.tasks.arith import make_split
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    records = {r.id: r for r in make_split("train", 6, [1, 7], seed=0)}
+    keep = GHPO.model_copy(update={"keep_unhinted": 1})
+    prefix = stack["key_prefix"] + "keep:"
+    broker = _broker(serve_app, redis_url, prefix, keep)
+    settings = RolloutSettings(
+        **{**stack, "ghpo": keep, "broker_url": broker, "key_prefix": prefix}, max_policy_lag=0
+    )
+    hinted_groups = plain_groups = 0
+    with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(2):
+            batch = _next(client)
+            _ack(client, batch)
+            for group in batch["groups"]:
+                completions = group["completions"]
+                assert len(completions) == G
+                expected = group_advantages([c["reward"] for c in completions], eps=1e-4, scale=True)
+                assert [c["advantage"] for c in completions] == pytest.approx(expected, abs=1e-9)
+                if group["hint_level"] == 0:
+                    plain_groups += 1
+                    assert not any(c["unhinted"] for c in completions)
+                    assert group["plain_prompt_token_ids"] is None
+                    continue
+                hinted_groups += 1
+                record = records[group["prompt_id"]]
+                assert [c["unhinted"] for c in completions] == [True] + [False] * (G - 1)
+                kept = completions[0]
+                assert kept["accuracy"] == 0.0  # from the round that was all wrong
+                plain = _render(tokenizer, record.problem)
+                assert group["plain_prompt_token_ids"] == plain
+                hinted = hinted_problem_at_level(record.problem, record.solution, group["hint_level"], LADDER)
+                assert group["prompt_token_ids"] == _render(tokenizer, hinted)
+                ids = torch.tensor([plain + kept["token_ids"]])
+                with torch.no_grad():
+                    logits = model(input_ids=ids).logits[0, len(plain) - 1 : -1]
+                logps = torch.log_softmax(logits, -1)
+                sampled = logps.gather(-1, torch.tensor(kept["token_ids"]).view(-1, 1)).view(-1)
+                assert torch.allclose(sampled, torch.tensor(kept["behaviour_logprobs"]), atol=1e-3)
+    assert hinted_groups > 0 and plain_groups > 0, (hinted_groups, plain_groups)
+
+
 def _metric(text: str, name: str, labels: str = "") -> float:
     for line in text.splitlines():
         if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):

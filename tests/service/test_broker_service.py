@@ -57,6 +57,18 @@ def test_memory_policy_starts_at_the_rescue_level_then_steps_down(broker):
     assert state["levels"][2] == {"level": 2, "groups": 2, "correct": 10, "wrong": 6}
 
 
+def test_adaptive_policy_plans_from_redis_toward_the_target_accuracy(broker):
+    ladder = GHPOConfig(hint_ladder=(0.2, 0.4, 0.6, 0.8), cold_start_steps=0)
+    client = broker(policy="ghpo-adaptive", target_accuracy=0.5, ghpo=ladder)
+    outcomes = [
+        outcome("easy", "s1", [(0, 0), (1, 0), (2, 6)]),  # 6/8 at level 2: above target, one level less
+        outcome("hard", "s1", [(0, 0), (1, 0), (2, 3)]),  # 3/8: keep level 2
+        outcome("lost", "s1", [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0)]),  # nothing rescued it
+    ]
+    assert client.post("/v1/outcomes", json={"outcomes": outcomes}).json()["applied"] == 3
+    assert starts(client, 2, ["easy", "hard", "lost"]) == {"easy": (1, 4), "hard": (2, 4), "lost": (4, 4)}
+
+
 def test_ghpo_and_none_policies_ignore_memory(broker):
     for policy, expected in (("ghpo", (0, 3)), ("none", (0, 0))):
         client = broker(policy=policy, key_prefix=f"t-{policy}:")

@@ -18,7 +18,7 @@ def seen(start, final, correct, g=8, step=10):
 
 
 def test_new_prompt_starts_at_level_zero_under_every_policy():
-    for name in ("ghpo", "ghpo-memory", "none"):
+    for name in ("ghpo", "ghpo-memory", "ghpo-adaptive", "none"):
         assert plan(cfg(name), Memory(), step=5).start_level == 0
 
 
@@ -33,7 +33,7 @@ def test_none_never_hints():
 
 
 def test_cold_start_plans_no_hints_for_any_policy():
-    for name in ("ghpo", "ghpo-memory"):
+    for name in ("ghpo", "ghpo-memory", "ghpo-adaptive"):
         p = plan(cfg(name, cold=20), seen(0, 2, 3), step=19)
         assert (p.start_level, p.max_level) == (0, 0)
     assert plan(cfg("ghpo-memory", cold=20), seen(0, 2, 3), step=20).start_level == 2
@@ -79,3 +79,28 @@ def test_summary_of_an_escalated_outcome():
     assert s.attempts == (0, 1, 2) and s.rescues == (2,)
     assert (s.nohint_correct, s.nohint_g) == (0, 8)
     assert summarize([(1, 3, 8)]).nohint_g is None
+
+
+def test_adaptive_steps_down_from_an_escalated_level_whose_group_was_above_target():
+    # escalated 0 -> 2 and the 2 group was 6/8 right: 2 gives more help than the 50% aimed at
+    assert plan(cfg("ghpo-adaptive"), seen(0, 2, 6), step=11).start_level == 1
+    assert plan(cfg("ghpo-memory"), seen(0, 2, 6), step=11).start_level == 2  # memory keeps the level
+
+
+def test_adaptive_keeps_a_level_whose_group_was_at_or_below_target():
+    assert plan(cfg("ghpo-adaptive"), seen(0, 2, 4), step=11).start_level == 2  # 4/8 is the target
+    assert plan(cfg("ghpo-adaptive"), seen(2, 2, 1), step=11).start_level == 2
+
+
+def test_adaptive_starts_at_the_top_tried_when_nothing_rescued_it():
+    assert plan(cfg("ghpo-adaptive"), seen(0, 3, 0), step=11).start_level == 3
+
+
+def test_adaptive_target_is_configurable():
+    assert plan(cfg("ghpo-adaptive", target_accuracy=0.8), seen(0, 2, 6), step=11).start_level == 2
+    assert plan(cfg("ghpo-adaptive", target_accuracy=0.2), seen(2, 2, 2), step=11).start_level == 1
+
+
+def test_adaptive_never_starts_below_level_zero_and_may_escalate_to_the_top():
+    p = plan(cfg("ghpo-adaptive"), seen(0, 0, 8), step=11)
+    assert (p.start_level, p.max_level) == (0, L)

@@ -43,9 +43,20 @@ def test_a_steps_generation_tally_counts_every_round_and_every_group_without_sig
     hopeless = slot(3, level=3, rewards=[0.0] * 4, plain_accuracy=0.0, generated=16)
     failed = slot(4, generated=4, drop=DropReason.verifier_failed)  # generated, then lost: still spent
     assert [no_signal(s) for s in (solved, all_right, rescued, hopeless)] == [False, True, False, True]
+    # NuRL's group: an all-right hinted round beside a kept wrong unhinted rollout has signal
+    kept = slot(5, level=1, rewards=[1.0] * 4, kept=[(None, 0.0, 0.0)], plain_accuracy=0.0, generated=8)
+    assert not no_signal(kept) and kept.final_rewards() == [0.0, 1.0, 1.0, 1.0]
     assert step_tally([solved, all_right, rescued, hopeless, failed]) == {
         "completions_generated": 40,
         "groups_sampled": 4,
         "difficult_groups": 2,
         "no_signal_groups": 2,
     }
+
+
+def test_keep_unhinted_must_leave_a_hinted_completion_in_the_group():
+    import pytest
+
+    with pytest.raises(ValueError, match="keep_unhinted .4. must be smaller than group_size .4."):
+        Settings(inference_urls=["http://x"], group_size=4, ghpo={"keep_unhinted": 4})
+    assert Settings(inference_urls=["http://x"], group_size=4, ghpo={"keep_unhinted": 3}).ghpo.keep_unhinted == 3

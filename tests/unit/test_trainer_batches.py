@@ -33,7 +33,7 @@ def completion(tokens, advantage, *, version=0, finish="stop", reward=None):
     )
 
 
-def group(gid, prompt, completions, level=0, temperature=1.0):
+def group(gid, prompt, completions, level=0, temperature=1.0, plain=None):
     return ScoredGroup(
         group_id=gid,
         prompt_id=gid,
@@ -41,6 +41,7 @@ def group(gid, prompt, completions, level=0, temperature=1.0):
         hint_level=level,
         hint_ratio=0.0 if level == 0 else 0.25,
         prompt_token_ids=prompt,
+        plain_prompt_token_ids=plain,
         temperature=temperature,
         completions=completions,
         created_at=1.0,
@@ -196,3 +197,22 @@ def test_log_probs_are_those_of_the_policy_at_each_groups_sampling_temperature()
         expected = torch.log_softmax(model.table[inputs] / temperature, dim=-1)
         expected = expected.gather(-1, mb.completion_ids[row].unsqueeze(-1)).squeeze(-1)
         assert torch.allclose(logps[row], expected, atol=1e-6)
+
+
+def test_a_kept_unhinted_completion_trains_on_the_plain_prompt_as_a_plain_row():
+    kept = completion([21, 22], -1.0).model_copy(update={"unhinted": True})
+    rescued = group("g3", [9, 9, 9, 9], [kept, completion([23], 1.0)], level=2, plain=[4])
+    batch = Batch(batch_id="b2", groups=[rescued], created_at=1.0)
+    (mb,) = micro_batches(batch, micro_batch_size=8, pad_token_id=PAD)
+    assert mb.input_ids[0].tolist()[:4] == [PAD, PAD, PAD, 4]  # the plain prompt, left-padded
+    assert mb.input_ids[1].tolist()[:4] == [9, 9, 9, 9]
+    assert mb.hinted.tolist() == [False, True]
+    assert hinted_advantage_share(batch) == pytest.approx(0.5)  # the kept row's weight is not the hint's
+
+
+def test_a_completion_flagged_unhinted_needs_a_hinted_group_with_the_plain_prompt():
+    kept = completion([21], -1.0).model_copy(update={"unhinted": True})
+    with pytest.raises(ValueError, match="plain_prompt_token_ids"):
+        group("g4", [9], [kept], level=1)
+    with pytest.raises(ValueError, match="hinted group"):
+        group("g5", [9], [kept], level=0, plain=[4])

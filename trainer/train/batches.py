@@ -4,8 +4,10 @@ Row order is the batch's: groups in order, completions in order. Each micro-batc
 (to its longest prompt and completion): prompts are LEFT-padded and completions RIGHT-padded, so every
 completion starts at the same column P and its log-probs are logits[:, P-1 : P+T-1]. Position ids count
 real tokens only, so a padded row sees exactly the positions inference saw. A row is *hinted* when its
-group ended at a hint level > 0, *truncated* when inference stopped it at the length limit, *stale* when
-it was sampled under an older policy version than the trainer holds. Not here: any model or loss.
+group ended at a hint level > 0 and it was sampled from the hinted prompt (a kept unhinted completion of
+such a group is a plain row, on the plain prompt), *truncated* when inference stopped it at the length
+limit, *stale* when it was sampled under an older policy version than the trainer holds. Not here: any
+model or loss.
 """
 
 from __future__ import annotations
@@ -58,11 +60,11 @@ class _Row:
 def _rows(batch: Batch) -> list[_Row]:
     return [
         _Row(
-            prompt=group.prompt_token_ids,
+            prompt=group.plain_prompt_token_ids if c.unhinted else group.prompt_token_ids,
             completion=c.token_ids,
             behaviour=c.behaviour_logprobs,
             advantage=c.advantage,
-            hinted=group.hint_level > 0,
+            hinted=group.hint_level > 0 and not c.unhinted,
             truncated=c.finish_reason == "length",
             version=c.policy_version,
             temperature=group.temperature,
@@ -170,9 +172,9 @@ def hinted_advantage_share(batch: Batch) -> float | None:
     gradient's weight the hints supplied (None when every advantage is 0)."""
     total = hinted = 0.0
     for g in batch.groups:
-        weight = sum(abs(c.advantage) for c in g.completions)
-        total += weight
-        hinted += weight if g.hint_level > 0 else 0.0
+        for c in g.completions:
+            total += abs(c.advantage)
+            hinted += abs(c.advantage) if g.hint_level > 0 and not c.unhinted else 0.0
     return hinted / total if total else None
 
 
@@ -182,7 +184,7 @@ def batch_sparsity_record(batch: Batch) -> dict[str, Any]:
     groups = batch.groups
     by_level = collections.Counter(str(g.hint_level) for g in groups)
     plain = [g.plain_accuracy for g in groups if g.plain_accuracy is not None]
-    hinted = [c.accuracy for g in groups if g.hint_level > 0 for c in g.completions]
+    hinted = [c.accuracy for g in groups if g.hint_level > 0 for c in g.completions if not c.unhinted]
     return batch_stats(batch) | {
         "groups_by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]))),
         "plain_accuracy": sum(plain) / len(plain) if plain else None,
