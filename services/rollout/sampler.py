@@ -332,7 +332,9 @@ class Sampler:
     def group(self, s: Slot) -> ScoredGroup:
         """The final group of a slot (`Slot.rows`), with advantages."""
         rows = s.rows()
-        advantages = group_advantages(s.final_rewards(), eps=self.cfg.advantage_eps, scale=self.cfg.scale_advantages)
+        advantages = group_advantages(
+            s.final_rewards(), eps=self.cfg.advantage_eps, scale=self.cfg.scale_advantages
+        )
         use_plain = self.cfg.condition_on == "plain" and s.plain_prompt_ids is not None
         return ScoredGroup(
             group_id=s.group_id,

@@ -224,7 +224,9 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
     assert hinted_groups > 0  # level 7 is beyond the tiny model without a hint
 
 
-def test_keep_unhinted_puts_a_failed_plain_rollout_into_each_rescued_group(stack, model_dir, serve_app, redis_url):
+def test_keep_unhinted_puts_a_failed_plain_rollout_into_each_rescued_group(
+    stack, model_dir, serve_app, redis_url
+):
     """NuRL's group: a group that ended hinted holds one completion of its all-wrong unhinted round (reward
     0, flagged, with the plain prompt and the plain prompt's log-probs) and G - 1 hinted ones; advantages
     are over all G."""
