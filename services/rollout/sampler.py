@@ -8,7 +8,8 @@ For the prompts drawn together (algorithm doc, section 2):
    template), and score them in one /v1/verify;
 3. a group every one of whose completions has accuracy 0 is regenerated one ladder level up
    (`difficulty.plan_next_level`: not during the cold start, never for a prompt without a solution,
-   never above the broker's max level); the failed completions are discarded;
+   never above the broker's max level); the failed completions are discarded, except the first
+   `ghpo.keep_unhinted` of a failed unhinted round, which take the place of as many in the final group;
 4. final groups get group-relative advantages (`ghpo.shared.algorithm.advantages`, the one
    implementation), and their outcomes (every round, in escalation order) go to the broker.
 
