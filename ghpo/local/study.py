@@ -10,6 +10,9 @@ driver). Figures come from the run's own records, read with report.py's loader (
   dynamic sampling the trained batches hold no zero-advantage group by construction);
 - difficult and no-signal fraction of *sampled* groups: the rollout server's counters, over the whole run
   and per interval between history lines (the curves);
+- the mechanism: unhinted training-rollout accuracy over the first and the last 5 steps (does the policy
+  improve on what it trains on?), hinted rollout accuracy, and the share of the advantage weight on hinted
+  rows (how much of the gradient the hints supply), from the trainer's step lines;
 - gradient-norm variance: population variance of the per-step gradient norm (before clipping);
 - completions per signal group: completions generated (every round, dropped groups' included) divided
   by the sampled groups whose rewards were not all equal;
@@ -92,12 +95,17 @@ SETTINGS_FILE = "study-settings.json"  # in the runs folder: the shared settings
 # (key, label, which way is better: "higher", "lower", or None for a figure that only describes the run)
 # of the scalar figures in the tables, in order. Difficult fractions describe the data a method met (GHPO's
 # trained batches count its rescued groups as difficult), so they are shown but not judged.
+EDGE_STEPS = 5  # steps averaged for the training-rollout accuracy at the start and at the end of a run
 FIGURES = (
     ("accuracy_final_mean", "held-out accuracy, mean over levels", "higher"),
     ("difficult_fraction_sampled", "difficult fraction of sampled groups", None),
     ("no_signal_fraction_sampled", "no-signal fraction of sampled groups", "lower"),
     ("difficult_fraction_trained", "difficult fraction of trained batches", None),
     ("zero_advantage_fraction_trained", "zero-advantage fraction of trained batches", "lower"),
+    ("plain_rollout_accuracy_first", f"unhinted rollout accuracy, first {EDGE_STEPS} steps", None),
+    ("plain_rollout_accuracy_last", f"unhinted rollout accuracy, last {EDGE_STEPS} steps", "higher"),
+    ("hinted_rollout_accuracy", "hinted rollout accuracy (over steps)", None),
+    ("hinted_advantage_share", "share of the advantage weight on hinted rows", None),
     ("grad_norm_variance", "gradient-norm variance (over steps)", "lower"),
     ("completions_per_signal_group", "completions generated per signal group", "lower"),
     ("completions_generated", "completions generated", None),
@@ -108,6 +116,11 @@ FIGURES = (
 
 def mean_or_none(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
+
+
+def step_mean(steps: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of a step-line figure over the steps that recorded it (None where a step had no such rows)."""
+    return mean_or_none([s[key] for s in steps if s.get(key) is not None])
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -165,6 +178,10 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
         "zero_advantage_fraction_trained": mean_or_none([s["zero_advantage_fraction"] for s in steps]),
         "difficult_fraction_sampled": _ratio(counters["difficult_groups"], sampled),
         "no_signal_fraction_sampled": _ratio(counters["no_signal_groups"], sampled),
+        "plain_rollout_accuracy_first": step_mean(steps[:EDGE_STEPS], "plain_accuracy"),
+        "plain_rollout_accuracy_last": step_mean(steps[-EDGE_STEPS:], "plain_accuracy"),
+        "hinted_rollout_accuracy": step_mean(steps, "hinted_accuracy"),
+        "hinted_advantage_share": step_mean(steps, "hinted_advantage_share"),
         "grad_norm_variance": statistics.pvariance(grad_norms) if len(grad_norms) > 1 else None,
         "completions_generated": counters["completions_generated"],
         "completions_per_signal_group": _ratio(

@@ -98,8 +98,9 @@ def _write_run(root: Path, method: str, seed: int, *, final: dict, grad: list, n
                 "difficult_fraction": 0.5,
                 "zero_advantage_fraction": 0.25 if method != "grpo-dapo" else 0.0,
                 "groups_by_level": {"0": 3, "1": 1},
-                "plain_accuracy": 0.4,
+                "plain_accuracy": 0.05 * step,
                 "hinted_accuracy": 0.2,
+                "hinted_advantage_share": None if step == 1 else 0.25,
                 "reward_mean": 0.4,
                 "rollout": _counters(generated, sampled, difficult, silent, 4 * step),
             },
@@ -160,6 +161,15 @@ def test_run_figures_come_from_the_history_and_the_rollout_counters(tmp_path):
     # between consecutive lines 8 groups were sampled, 2 of them difficult and 1 without signal
     assert figures["sampled_curve"][0] == {"completions": 96, "difficult": 0.25, "no_signal": 0.125}
     assert [p["completions"] for p in figures["accuracy_curve"]] == [32, 128]
+
+
+def test_the_mechanism_figures_average_the_first_and_last_steps_and_skip_steps_without_rows(tmp_path):
+    run_dir = _write_run(tmp_path, "ghpo", 0, final={"1": 0.9, "2": 0.2}, grad=[1.0] * 12, no_signal_step=0)
+    figures = run_figures(run_dir)
+    assert figures["plain_rollout_accuracy_first"] == pytest.approx(0.15)  # steps 1-5: 0.05 .. 0.25
+    assert figures["plain_rollout_accuracy_last"] == pytest.approx(0.5)  # steps 8-12: 0.40 .. 0.60
+    assert figures["hinted_rollout_accuracy"] == pytest.approx(0.2)
+    assert figures["hinted_advantage_share"] == pytest.approx(0.25)  # step 1 had no hinted rows: skipped
 
 
 def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_not_win(tmp_path):
