@@ -181,6 +181,18 @@ def test_a_step_yields_correct_groups_and_escalates_exactly_the_all_wrong_ones(s
         assert status["acked_groups"] == 2 * BATCH
 
 
+def _assert_logprobs_under(model, prompt: list[int], completion: dict) -> None:
+    """The completion's behaviour log-probs are the model's, given `prompt` (the context it was sampled in)."""
+    import torch
+
+    ids = torch.tensor([prompt + completion["token_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    logps = torch.log_softmax(logits, -1)
+    sampled = logps.gather(-1, torch.tensor(completion["token_ids"]).view(-1, 1)).view(-1)
+    assert torch.allclose(sampled, torch.tensor(completion["behaviour_logprobs"]), atol=1e-3)
+
+
 def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hinted_logprobs(
     stack, model_dir, serve_app, redis_url
 ):
@@ -213,14 +225,7 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
                     continue
                 hinted_groups += 1
                 hinted = hinted_problem_at_level(record.problem, record.solution, group["hint_level"], LADDER)
-                prompt = _render(tokenizer, hinted)
-                completion = group["completions"][0]
-                ids = torch.tensor([prompt + completion["token_ids"]])
-                with torch.no_grad():
-                    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
-                logps = torch.log_softmax(logits, -1)
-                sampled = logps.gather(-1, torch.tensor(completion["token_ids"]).view(-1, 1)).view(-1)
-                assert torch.allclose(sampled, torch.tensor(completion["behaviour_logprobs"]), atol=1e-3)
+                _assert_logprobs_under(model, _render(tokenizer, hinted), group["completions"][0])
     assert hinted_groups > 0  # level 7 is beyond the tiny model without a hint
 
 
@@ -268,12 +273,7 @@ def test_keep_unhinted_puts_a_failed_plain_rollout_into_each_rescued_group(
                 assert group["plain_prompt_token_ids"] == plain
                 hinted = hinted_problem_at_level(record.problem, record.solution, group["hint_level"], LADDER)
                 assert group["prompt_token_ids"] == _render(tokenizer, hinted)
-                ids = torch.tensor([plain + kept["token_ids"]])
-                with torch.no_grad():
-                    logits = model(input_ids=ids).logits[0, len(plain) - 1 : -1]
-                logps = torch.log_softmax(logits, -1)
-                sampled = logps.gather(-1, torch.tensor(kept["token_ids"]).view(-1, 1)).view(-1)
-                assert torch.allclose(sampled, torch.tensor(kept["behaviour_logprobs"]), atol=1e-3)
+                _assert_logprobs_under(model, plain, kept)
     assert hinted_groups > 0 and plain_groups > 0, (hinted_groups, plain_groups)
 
 
