@@ -177,6 +177,14 @@ def render_readme(
             "grpo-dapo trains on no zero-advantage group by construction; what that costs shows in the "
             "completions it generates per signal group.",
         ]
+    remembering = [m for m in ("ghpo-memory", "ghpo-adaptive") if m in summary]
+    if remembering:
+        lines += [
+            "",
+            f"Under {' and '.join(remembering)} a prompt that starts hinted has no unhinted round: the "
+            "unhinted rollout accuracy is over the prompts that started plain, the easier ones, and is not "
+            "comparable with the other methods'.",
+        ]
     lines += ["", "## Where GHPO does not win", ""]
     verdicts = where_ghpo_does_not_win(summary)
     lines += verdicts or ["Nowhere: every GHPO variant beats every baseline by more than the seed spread."]

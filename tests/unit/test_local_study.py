@@ -203,6 +203,7 @@ def test_aggregation_writes_mean_and_spread_per_method_and_says_where_ghpo_does_
     assert "## Held-out accuracy at equal optimizer steps (step 3, the last every run reached)" in text
     assert "- ghpo-memory-s1: time budget of 120.0 min spent at step 3" in text  # not at an equal budget
     assert "- ghpo-memory-s0:" not in text
+    assert "Under ghpo-memory a prompt that starts hinted has no unhinted round" in text
     verdicts = text.split("## Where GHPO does not win")[1]
     # ghpo is worse on level 1 than both baselines; ghpo-memory's level-2 gain over grpo-dapo is within spread
     assert "ghpo vs grpo, held-out accuracy, level 1: 0.7 ± 0 vs 0.85 ± 0.0707 — worse" in verdicts
@@ -225,6 +226,7 @@ def test_a_study_of_some_methods_describes_only_those(tmp_path):
 
     assert f"Methods: grpo (broker policy none), ghpo ({METHOD_TEXT['ghpo']})." in text
     assert "grpo-dapo" not in text and "ghpo-memory" not in text
+    assert "has no unhinted round" not in text  # no method here starts a prompt hinted
 
 
 def test_methods_that_took_different_steps_are_compared_at_the_last_step_all_evaluated():
