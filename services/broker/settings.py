@@ -1,9 +1,10 @@
 """Settings of the guidance broker (environment variables `GHPO_BROKER_*`).
 
 Where the state lives (Redis URL, or none: start a local server and say so), which policy plans hint
-levels, the group size, the `ghpo-memory` step-down rule and `ghpo-adaptive`'s target, and the service's limits. The GHPO settings it
-plans with (the ladder, the cold start) are the nested `ghpo` block every component shares, read from
-GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings). Nothing here talks to Redis or HTTP.
+levels, the group size, the `ghpo-memory` step-down rule and `ghpo-adaptive`'s target, and the service's
+limits. The GHPO settings it plans with (the ladder, the cold start) are the nested `ghpo` block every
+component shares, read from GHPO_ALGORITHM_* (ghpo.shared.settings.GHPOServiceSettings). Nothing here
+talks to Redis or HTTP.
 """
 
 from __future__ import annotations
