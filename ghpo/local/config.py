@@ -209,6 +209,12 @@ class RolloutSection(_Section):
     )
 
 
+# Completions per step from which the trainer takes every core (services.trainer_threads = 0). On 2 cores
+# (bench/peer_trl.py --sides time): 8 x 8 trains at 1.09 s/step on one thread and 1.22 on two; 64 x 8 at
+# 14.35 s/step on one and 9.83 on two.
+ALL_CORES_COMPLETIONS = 256
+
+
 class ServicesSection(_Section):
     """The local services: context length, KV cache, verifier workers, hint policy, trainer threads."""
 
@@ -231,13 +237,11 @@ class ServicesSection(_Section):
         0,
         ge=0,
         le=1024,
-        description="torch threads of the trainer; 0: one fewer than the usable cores (at least 1), the "
-        "inference engine's worker keeps the last one busy, and OpenMP threads that share a core with it "
-        "wait on each other.",
+        description="torch threads of the trainer; 0: every usable core when a step trains on at least "
+        f"{ALL_CORES_COMPLETIONS} completions (training then outlasts generating the next batch, and the "
+        "inference engine's core would sit idle), else one fewer (the engine's worker keeps the last one "
+        "busy, and OpenMP threads that share a core with it wait on each other).",
     )
-
-    def resolved_trainer_threads(self) -> int:
-        return self.trainer_threads or max(1, usable_cores() - 1)
 
 
 def usable_cores() -> int:
@@ -284,6 +288,15 @@ class RunConfig(_Section):
         default_factory=lambda: RunDeepSpeedSection(**RUN_DEFAULTS["deepspeed"])
     )
     services: ServicesSection = Field(default_factory=ServicesSection)
+
+    def trainer_threads(self) -> int:
+        """The trainer's torch threads (see `services.trainer_threads`)."""
+        if self.services.trainer_threads:
+            return self.services.trainer_threads
+        cores = usable_cores()
+        if self.rollout.batch_groups * self.rollout.group_size >= ALL_CORES_COMPLETIONS:
+            return cores
+        return max(1, cores - 1)
 
     @model_validator(mode="after")
     def _room_for_prompts(self) -> RunConfig:

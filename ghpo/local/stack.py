@@ -200,7 +200,7 @@ def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoint
             "resume": True,
             "port": ends.ports["trainer"],
             "history_file": run_dir / "trainer-steps.jsonl",
-            "num_threads": cfg.services.resolved_trainer_threads(),
+            "num_threads": cfg.trainer_threads(),
             "checkpoint_at_start": True,
         },
     )

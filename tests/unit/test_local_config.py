@@ -35,7 +35,9 @@ def test_bad_keys_in_a_trainer_section_are_named(tmp_path):
     assert "ghpo.condition_on" in str(err.value)
 
 
-def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says(tmp_path, monkeypatch):
+def test_the_trainer_takes_every_core_for_large_steps_and_one_fewer_for_small_unless_the_config_says(
+    tmp_path, monkeypatch
+):
     import tomllib
 
     from ghpo.local.preflight import preflight
@@ -51,12 +53,15 @@ def test_the_trainer_gets_one_thread_fewer_than_the_cores_unless_the_config_says
         resolved = preflight(cfg, log=lambda _line: None)
         return tomllib.loads(trainer_toml(resolved, tmp_path, tmp_path, ends))["run"]["num_threads"]
 
+    small = {"rollout": {"batch_groups": 8, "group_size": 8}}  # 64 completions a step
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 2)
-    assert threads(parse_run_config({})) == 1
+    assert threads(parse_run_config({})) == 2  # 64 x 8: training outlasts generation, take every core
+    assert threads(parse_run_config(small)) == 1  # the engine's worker keeps the other core busy
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 16)
-    assert threads(parse_run_config({})) == 15
+    assert threads(parse_run_config({})) == 16
+    assert threads(parse_run_config(small)) == 15
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 1)
-    assert threads(parse_run_config({})) == 1
+    assert threads(parse_run_config(small)) == 1
     assert threads(parse_run_config({"services": {"trainer_threads": 4}})) == 4
 
 
