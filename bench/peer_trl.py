@@ -28,8 +28,8 @@ One thing at a time: `--ghpo-set section.key=value` (a `ghpo run` config key, e.
     python bench/peer_trl.py [--steps 60] [--seeds 0 1 2] [--prompts 8] [--group-size 8]
     python bench/peer_trl.py --prompts 64 --steps 10 --sides time   # seconds per step at ghpo run's batch
 
-`--quick`: 3 steps of 2 prompts x 4 samples of levels 2 and 3, 64 tokens, 3 held-out level-2 problems. Each figure is also
-printed as a BENCH_RESULT line.
+`--quick`: 3 steps of 2 prompts x 4 samples of levels 2 and 3, 64 tokens, 3 held-out level-2 problems.
+Each figure is also printed as a BENCH_RESULT line.
 """
 
 from __future__ import annotations

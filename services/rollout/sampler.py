@@ -76,10 +76,10 @@ class Slot:
         return f"e{self.epoch}-p{self.position}"
 
     def rows(self) -> list[tuple[Any, float, float, bool]]:
-        """(sample, reward, accuracy, hinted) of the group as trained: with kept unhinted completions
-        (ghpo.keep_unhinted = k) they come first, then the last G - k of the final hinted round."""
+        """(sample, reward, accuracy, unhinted) of the group as trained: with kept unhinted completions
+        (ghpo.keep_unhinted = k) they come first, flagged, then the last G - k of the final round."""
         final = list(zip(self.samples, self.rewards, self.accuracies, strict=True))[len(self.kept) :]
-        return [(*kept, False) for kept in self.kept] + [(*row, self.level > 0) for row in final]
+        return [(*kept, True) for kept in self.kept] + [(*row, False) for row in final]
 
     def final_rewards(self) -> list[float]:
         """The rewards of `rows()`, in its order."""
@@ -357,9 +357,9 @@ class Sampler:
                     advantage=advantage,
                     policy_version=sample.policy_version,
                     text=sample.text if self.settings.include_text else None,
-                    unhinted=s.level > 0 and not hinted,
+                    unhinted=unhinted,
                 )
-                for (sample, reward, accuracy, hinted), advantage in zip(rows, advantages, strict=True)
+                for (sample, reward, accuracy, unhinted), advantage in zip(rows, advantages, strict=True)
             ],
             generation_rounds=len(s.results),
             plain_accuracy=s.plain_accuracy,
