@@ -31,6 +31,7 @@ from ghpo.shared.data.benchmarks import BENCHMARKS
 from ghpo.shared.data.loaders import FieldMapping, MappingError
 from ghpo.shared.data.selection import DataSpec
 from ghpo.shared.data.template import PromptTemplate
+from ghpo.shared.schemas.broker import PolicyName
 from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
 
 EVAL_CHOICES = ("arith", "heldout", "off", *(f"benchmark:{name}" for name in BENCHMARKS))
@@ -221,9 +222,8 @@ class ServicesSection(_Section):
     max_model_len: int = Field(512, ge=16, le=131_072, description="Inference context length.")
     kv_cache_gib: int = Field(1, ge=1, le=1024, description="Inference KV cache (CPU), GiB.")
     verifier_workers: int = Field(1, ge=1, le=256, description="math-verify worker processes.")
-    broker_policy: str = Field(
+    broker_policy: PolicyName = Field(
         "ghpo",
-        pattern="^(ghpo|ghpo-memory|ghpo-adaptive|none)$",
         description="Hint policy; 'none' is plain GRPO (no hints).",
     )
     start_timeout_s: float = Field(300.0, gt=0.0, le=7200.0, description="Time a service has to be ready.")

@@ -20,10 +20,12 @@ from ghpo.local.study import (
     METHODS,
     SETTINGS_FILE,
     STUDY_FILE,
+    STUDY_METHODS,
     mean_or_none,
     run_figures,
     summarize,
 )
+from ghpo.services.broker.policies import REMEMBERING
 
 
 def _pm(spread: dict[str, Any] | None, fmt: str = ".3f") -> str:
@@ -177,7 +179,7 @@ def render_readme(
             "grpo-dapo trains on no zero-advantage group by construction; what that costs shows in the "
             "completions it generates per signal group.",
         ]
-    remembering = [m for m in ("ghpo-memory", "ghpo-adaptive") if m in summary]
+    remembering = [m for m in summary if STUDY_METHODS[m].broker_policy in REMEMBERING]
     if remembering:
         lines += [
             "",

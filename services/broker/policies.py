@@ -36,10 +36,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-PolicyName = Literal["ghpo", "ghpo-memory", "ghpo-adaptive", "none"]
-POLICIES: tuple[PolicyName, ...] = ("ghpo", "ghpo-memory", "ghpo-adaptive", "none")
+from ghpo.shared.schemas.broker import PolicyName
+
 REMEMBERING: tuple[PolicyName, ...] = ("ghpo-memory", "ghpo-adaptive")  # plans read the prompt's memory
 
 

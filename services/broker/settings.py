@@ -12,8 +12,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from ghpo.services.broker.policies import PolicyConfig, PolicyName
-from ghpo.shared.schemas.broker import MAX_BATCH_PROMPTS, MAX_GROUP_SIZE
+from ghpo.services.broker.policies import PolicyConfig
+from ghpo.shared.schemas.broker import MAX_BATCH_PROMPTS, MAX_GROUP_SIZE, PolicyName
 from ghpo.shared.settings import GHPOServiceSettings
 
 
