@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ghpo.shared.errors import (
+    MAX_MESSAGE_CHARS,
     BadRequest,
     Conflict,
     GhpoError,
@@ -36,8 +37,12 @@ def test_error_response_sets_status_and_retry_after_on_503_and_429():
 
 
 def test_long_messages_are_truncated_to_fit_the_envelope_bound():
-    envelope = BadRequest("x" * 100_000).to_envelope("r")
-    ErrorEnvelope.model_validate(envelope)
+    long = "".join(f"{i:07d}" for i in range(20_000))  # 140,000 characters, no two windows alike
+    message = BadRequest(long).to_envelope("r")["error"]["message"]
+    assert message == long[:MAX_MESSAGE_CHARS] + "..."  # the start kept, the cut marked
+    ErrorEnvelope.model_validate(BadRequest(long).to_envelope("r"))
+    at_bound = long[:MAX_MESSAGE_CHARS]
+    assert BadRequest(at_bound).to_envelope("r")["error"]["message"] == at_bound  # nothing cut that fits
 
 
 def test_received_envelope_becomes_the_same_class_with_its_details():
