@@ -113,8 +113,8 @@ def plot_hint_use(run_dir: Path, steps: list[dict[str, Any]]) -> Path:
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for key, label in (
-        ("plain_accuracy", "no hint (first round)"),
-        ("hinted_accuracy", "hinted (final round)"),
+        ("plain_accuracy", "acc (plain rollouts, no hint)"),
+        ("hinted_accuracy", "hinted acc (hinted rounds)"),
     ):
         points = [(s["step"], s[key]) for s in steps if s.get(key) is not None]
         if points:
@@ -252,8 +252,8 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
         for key, label in (
             ("difficult_fraction", "difficult fraction (all wrong without hints)"),
             ("zero_advantage_fraction", "zero-advantage fraction (after hints)"),
-            ("plain_accuracy", "rollout accuracy without hints"),
-            ("hinted_accuracy", "rollout accuracy with hints"),
+            ("plain_accuracy", "acc: rollout accuracy without hints (plain rounds)"),
+            ("hinted_accuracy", "hinted acc: rollout accuracy of the hinted rounds"),
         ):
             early_values = [s[key] for s in early if s.get(key) is not None]
             late_values = [s[key] for s in late if s.get(key) is not None]

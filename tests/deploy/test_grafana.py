@@ -1,7 +1,8 @@
 """deploy/grafana: provisioning points at the compose Prometheus and the dashboard folder; the dashboard's
-first row is reward sparsity (difficult fraction, zero-advantage fraction, hint-level distribution, no-hint vs
-hinted accuracy); every query parses (promtool, as recording rules) and names only series a ghpo service
-exports. No Grafana server runs here, so the JSON is checked structurally."""
+first row is reward sparsity (difficult fraction, zero-advantage fraction, hint-level distribution, plain
+vs hinted rollout accuracy, named `acc` and `hinted acc` as `ghpo run` names them); a reward panel says the
+reward holds a format term; every query parses (promtool, as recording rules) and names only series a
+ghpo service exports. No Grafana server runs here, so the JSON is checked structurally."""
 
 from __future__ import annotations
 
@@ -47,19 +48,27 @@ def test_first_row_of_the_dashboard_is_reward_sparsity():
         "Difficult fraction",
         "Zero-advantage fraction",
         "Hint-level distribution",
-        "No-hint vs hinted accuracy",
+        "acc vs hinted acc",
     ]
     exprs = {p["title"]: " ".join(queries(p)) for p in first_row}
     assert "ghpo_rollout_difficult_groups_total" in exprs["Difficult fraction"]
     assert "ghpo_rollout_zero_advantage_groups_total" in exprs["Zero-advantage fraction"]
     assert "by (final_level)" in exprs["Hint-level distribution"]
-    assert "by (hinted)" in exprs["No-hint vs hinted accuracy"]
+    accuracy = next(p for p in first_row if p["title"] == "acc vs hinted acc")
+    legends = {t["legendFormat"]: t["expr"] for t in accuracy["targets"]}
+    assert 'hinted="false"' in legends["acc (plain rounds)"]  # the step line's names for the same figures
+    assert 'hinted="true"' in legends["hinted acc (hinted rounds)"]
     assert [p["title"] for p in panels if p["type"] == "row"] == [
         "Reward sparsity",
         "Throughput",
         "Latency",
         "Trainer",
     ]
+
+
+def test_a_reward_panel_names_the_format_term_in_its_title():
+    rewards = [p for p in dashboard()["panels"] if "reward_mean" in " ".join(queries(p))]
+    assert rewards and all(p["title"] == "Batch reward (accuracy + format)" for p in rewards)
 
 
 def test_panels_use_the_provisioned_datasource_and_do_not_overlap():

@@ -106,3 +106,14 @@ def test_report_lists_each_restart_with_the_time_until_the_next_step(tmp_path):
 
     assert "## Restarts (1)" in report
     assert "| rollout | 0.3 | 2 | was killed by SIGKILL | 0.8 | 6.5 | 9.0 |" in report
+
+
+def test_report_names_rollout_accuracy_as_the_step_line_does(tmp_path):
+    for step in range(1, 5):
+        append_history(tmp_path, _step(step, 0.5, {"0": 6, "1": 2}))
+
+    report = write_report(tmp_path, {}).read_text()
+
+    assert "| acc: rollout accuracy without hints (plain rounds) | 0.500 | 0.500 |" in report
+    assert "| hinted acc: rollout accuracy of the hinted rounds | 0.250 | 0.250 |" in report
+    assert "reward" not in report.lower().replace("reward sparsity", "").replace("reward_sparsity", "")

@@ -54,7 +54,9 @@ BATCH_ZERO_ADVANTAGE = Gauge(
     registry=REGISTRY,
 )
 BATCH_REWARD_MEAN = Gauge(
-    "ghpo_trainer_batch_reward_mean", "Mean reward of the last batch.", registry=REGISTRY
+    "ghpo_trainer_batch_reward_mean",
+    "Mean reward of the last batch: accuracy plus the weighted format term, not an accuracy.",
+    registry=REGISTRY,
 )
 EMPTY_BATCHES = Counter(
     "ghpo_trainer_empty_batches",
