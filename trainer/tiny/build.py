@@ -64,6 +64,9 @@ class TinyBuildConfig:
         (arith.LevelSpec(n_ops=4, max_operand=20, ops="+-", max_factor=1), 0.15),
     )
     hint_share: float = 0.7
+    # The noisy teacher: each solution line after the hint is one too high with this probability, and the
+    # chain carries on from the slip. 0 is a clean teacher.
+    slip_probability: float = 0.0
     tokenizer_corpus_size: int = 4000
     # Fixed, because float reduction order (and so the weights) depends on it. Two threads: the SFT is
     # compute-bound (about 0.5 s a step of 64 on two quiet cores, 0.9 s on one).
@@ -141,6 +144,7 @@ def build_tiny_model(config: TinyBuildConfig, out_dir: Path, log: Callable[[str]
         warmup_steps=config.warmup_steps,
         mix=config.sft_mix,
         hint_share=config.hint_share,
+        slip=config.slip_probability,
         log=log,
     )
     model.generation_config = GenerationConfig(

@@ -9,6 +9,7 @@ assistant tokens only. Not here: caching, saving, evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
@@ -18,15 +19,44 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
+from ghpo.shared.data.records import PromptRecord
 from ghpo.shared.tasks import arith
 from ghpo.trainer.tiny.prompts import assistant_target, chat_messages
 
 HINT_RATIOS = (0.25, 0.5, 0.75)
 
 
-def sample_example(rng: random.Random, mix: Sequence[tuple[arith.LevelSpec, float]], hint_share: float):
+def noisy_record(
+    record: PromptRecord, problem: arith.Problem, rng: random.Random, slip: float, keep_chars: int
+) -> PromptRecord:
+    """`record` as a noisy teacher writes it: each operation's result is one too high with probability
+    `slip`, and the chain carries on from the slipped value (so the steps stay self-consistent and the
+    boxed answer is wrong). Lines that start within the first `keep_chars` characters of the worked
+    solution (the part a hint shows) are always right, so a hinted prompt teaches copying a right hint."""
+    if slip <= 0.0:
+        return record
+    numbers, ops = list(problem.numbers), list(problem.ops)
+    lines = [arith.render(numbers, ops)]
+    offset = len(lines[0]) + 1  # where the next line starts in the solution text
+    while ops:
+        done = ops.index("*") if "*" in ops else 0  # where reduce_once puts the value it computes
+        numbers, ops = arith.reduce_once(numbers, ops)
+        if offset >= keep_chars and rng.random() < slip:
+            numbers[done] += 1
+        lines.append("= " + arith.render(numbers, ops))
+        offset += len(lines[-1]) + 1
+    answer = str(numbers[0])
+    solution = "\n".join(lines) + f"\n\\boxed{{{answer}}}"
+    return dataclasses.replace(record, answer=answer, solution=solution)
+
+
+def sample_example(
+    rng: random.Random, mix: Sequence[tuple[arith.LevelSpec, float]], hint_share: float, slip: float = 0.0
+):
     """One (messages, target) pair from the train split, drawn from `rng`: a problem shape picked from
-    `mix` by weight, then (with probability `hint_share`) a hint cut from its worked solution."""
+    `mix` by weight, then (with probability `hint_share`) a hint cut from its worked solution, and the
+    target written by a teacher that slips with probability `slip` per line after the hint
+    (`noisy_record`)."""
     specs, weights = zip(*mix, strict=True)
     index = rng.choices(range(len(specs)), weights=weights)[0]
     while True:
@@ -38,7 +68,9 @@ def sample_example(rng: random.Random, mix: Sequence[tuple[arith.LevelSpec, floa
     if rng.random() < hint_share:
         # Mostly the ladder's ratios, sometimes any cut, so the model copes with cuts anywhere.
         ratio = rng.choice(HINT_RATIOS) if rng.random() < 0.7 else rng.uniform(0.05, 0.95)
-    return chat_messages(record, hint_ratio=ratio), assistant_target(record)
+    messages = chat_messages(record, hint_ratio=ratio)
+    keep_chars = round(len(record.solution or "") * ratio)  # the hint's cut (shared.algorithm.hints)
+    return messages, assistant_target(noisy_record(record, problem, rng, slip, keep_chars))
 
 
 _SENTINEL = "\x00content\x00"
@@ -90,6 +122,7 @@ def train(
     warmup_steps: int,
     mix: Sequence[tuple[arith.LevelSpec, float]],
     hint_share: float,
+    slip: float = 0.0,
     log: Callable[[str], None] = print,
 ) -> list[float]:
     """Run SFT in place; returns the loss per step."""
@@ -107,9 +140,7 @@ def train(
     losses: list[float] = []
     start = time.monotonic()
     for step in range(steps):
-        batch = [
-            encode(tokenizer, *sample_example(rng, mix, hint_share)) for _ in range(batch_size)
-        ]
+        batch = [encode(tokenizer, *sample_example(rng, mix, hint_share, slip)) for _ in range(batch_size)]
         out = model(**collate(batch, tokenizer.pad_token_id))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
