@@ -64,11 +64,18 @@ class RunSection(_Section):
     checkpoint_every: int = Field(25, ge=1, le=10**7, description="Steps between checkpoints.")
     eval: str = Field(
         "arith",
-        description="In-run evaluation (greedy, no hints): 'arith' (the synthetic task's held-out split), "
+        description="In-run evaluation (no hints; greedy, and sampled with eval_samples): 'arith' (the synthetic task's held-out split), "
         "'benchmark:NAME' (math500, aime24, amc23, minerva, olympiadbench), 'heldout' (the data.heldout "
         "rows of the training source) or 'off'.",
     )
     eval_every: int = Field(20, ge=1, le=10**7, description="Steps between held-out evaluations.")
+    eval_samples: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="Completions per held-out problem at temperature 1 for the sampled accuracy (their mean "
+        "accuracy, avg@k) beside the greedy one; 0: greedy only.",
+    )
     eval_per_level: int = Field(
         200, ge=1, le=100_000, description="eval = 'arith': problems per level (level 1 has 15)."
     )

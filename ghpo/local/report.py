@@ -46,14 +46,19 @@ def _levels(records: Iterable[Mapping[str, Any]], key: str) -> list[str]:
     return sorted(found, key=level_order)
 
 
-def accuracy_change(evals: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Per level: (first, last) held-out accuracy."""
+GREEDY, SAMPLED = "accuracy_by_level", "sampled_accuracy_by_level"  # an eval record's two figures
+
+
+def accuracy_change(evals: list[dict[str, Any]], key: str = GREEDY) -> dict[str, tuple[float, float]]:
+    """Per level: (first, last) held-out accuracy, greedy or (key=SAMPLED) sampled, over the evaluations
+    that recorded it."""
+    evals = [e for e in evals if key in e]
     if not evals:
         return {}
-    first, last = evals[0]["accuracy_by_level"], evals[-1]["accuracy_by_level"]
+    first, last = evals[0][key], evals[-1][key]
     return {
         level: (first[level], last[level])
-        for level in _levels(evals, "accuracy_by_level")
+        for level in _levels(evals, key)
         if level in first and level in last
     }
 
@@ -69,12 +74,15 @@ def plot_history(run_dir: Path, steps: list[dict[str, Any]], evals: list[dict[st
     written = []
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for level in _levels(evals, "accuracy_by_level"):
-        points = [
-            (e["step"], e["accuracy_by_level"][level]) for e in evals if level in e["accuracy_by_level"]
-        ]
-        ax.plot(*zip(*points, strict=True), marker="o", label=f"level {level}")
-    ax.set(xlabel="optimizer step", ylabel="held-out accuracy (greedy)", ylim=(-0.02, 1.02))
+    for level in _levels(evals, GREEDY):
+        points = [(e["step"], e[GREEDY][level]) for e in evals if level in e[GREEDY]]
+        (line,) = ax.plot(*zip(*points, strict=True), marker="o", label=f"level {level}, greedy")
+        sampled = [(e["step"], e[SAMPLED][level]) for e in evals if level in e.get(SAMPLED, {})]
+        if sampled:
+            ax.plot(
+                *zip(*sampled, strict=True), ls="--", color=line.get_color(), label=f"level {level}, T = 1"
+            )
+    ax.set(xlabel="optimizer step", ylabel="held-out accuracy", ylim=(-0.02, 1.02))
     ax.set_title("Held-out accuracy per level")
     ax.legend(fontsize="small", ncol=2)
     written.append(save_figure(fig, run_dir / "accuracy_per_level.png"))
@@ -229,21 +237,38 @@ def restart_lines(restarts: list[dict[str, Any]], steps: list[dict[str, Any]]) -
     return lines
 
 
+def accuracy_lines(evals: list[dict[str, Any]]) -> list[str]:
+    """Per level, greedy and (where recorded) sampled accuracy at the first and the last evaluation."""
+    greedy, sampled = accuracy_change(evals), accuracy_change(evals, SAMPLED)
+    if not greedy:
+        return []
+    first_step, last_step = evals[0]["step"], evals[-1]["step"]
+    samples = f"mean of {evals[-1]['eval_samples']}" if "eval_samples" in evals[-1] else "mean over samples"
+    lines = [
+        f"Greedy, and sampled at temperature 1 ({samples} per problem), step {first_step} and step {last_step}:",
+        "",
+        "| level | greedy | change (points) | sampled | change (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for level, (before, after) in greedy.items():
+        row = f"| {level} | {before:.1%} → {after:.1%} | {100 * (after - before):+.1f} |"
+        if level in sampled:
+            s_before, s_after = sampled[level]
+            row += f" {s_before:.1%} → {s_after:.1%} | {100 * (s_after - s_before):+.1f} |"
+        else:
+            row += " — | — |"
+        lines.append(row)
+    return lines
+
+
 def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Write `<run_dir>/report.md` (and the plots) from the history; `summary` holds run facts to print."""
     run_dir = Path(run_dir)
     steps, evals = load_history(run_dir)
     lines = ["# ghpo run report", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items()]
-    lines += ["", "## Held-out accuracy (greedy, no hints)", ""]
-    change = accuracy_change(evals)
-    if change:
-        first_step, last_step = evals[0]["step"], evals[-1]["step"]
-        lines += [f"| level | step {first_step} | step {last_step} | change (points) |", "|---|---|---|---|"]
-        for level, (before, after) in change.items():
-            lines.append(f"| {level} | {before:.1%} | {after:.1%} | {100 * (after - before):+.1f} |")
-    else:
-        lines.append("No evaluation was recorded.")
+    lines += ["", "## Held-out accuracy (no hints)", ""]
+    lines += accuracy_lines(evals) or ["No evaluation was recorded."]
     lines += ["", "## Reward sparsity", ""]
     if steps:
         half = max(1, len(steps) // 2)

@@ -146,7 +146,7 @@ class LocalRun:
     def evaluate(self, step: int) -> dict[str, float] | None:
         """Evaluate and record the held-out set at `step`; None when a service it needs is down."""
         try:
-            accuracy = evaluate_heldout(self.cfg, self.ends)
+            result = evaluate_heldout(self.cfg, self.ends)
         except Exception as exc:  # a service being restarted: the next poll tries again
             if self.eval_failed != step:
                 self.view.note(f"held-out evaluation at step {step} failed ({type(exc).__name__}); retrying")
@@ -154,11 +154,13 @@ class LocalRun:
             return None
         self.eval_failed = None
         if self.cfg.run.eval == "off":
-            return accuracy
+            return result.greedy
         elapsed = round(time.monotonic() - self.started, 2)
-        record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": accuracy}
+        record = {"kind": "eval", "step": step, "elapsed_s": elapsed, "accuracy_by_level": result.greedy}
+        if result.sampled:
+            record |= {"sampled_accuracy_by_level": result.sampled, "eval_samples": self.cfg.run.eval_samples}
         append_history(self.run_dir, record | {"rollout": self.counters})
-        return accuracy
+        return result.greedy
 
     def eval_due(self, step: int) -> bool:
         _, evals = load_history(self.run_dir)
@@ -174,7 +176,7 @@ class LocalRun:
         self.view.empty_batches(status.consecutive_empty_batches)
 
     def explain(self, child: Child) -> str:
-        return explain_exit(child.process.returncode, child.log_tail(), self.cfg)
+        return explain_exit(child, self.cfg)
 
     # ---- the loop
     def watch(self) -> str | None:

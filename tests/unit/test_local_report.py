@@ -21,16 +21,21 @@ def _step(step, difficult, levels):
     }
 
 
+def _eval(step, greedy, sampled=None):
+    record = {"kind": "eval", "step": step, "accuracy_by_level": greedy}
+    return record | ({"sampled_accuracy_by_level": sampled, "eval_samples": 4} if sampled else {})
+
+
 def test_report_states_accuracy_change_per_level_and_draws_the_three_plots(tmp_path):
-    append_history(tmp_path, {"kind": "eval", "step": 0, "accuracy_by_level": {"1": 0.9, "3": 0.05}})
+    append_history(tmp_path, _eval(0, {"1": 0.9, "3": 0.05}))
     for step in range(1, 5):
         append_history(tmp_path, _step(step, 0.6 - 0.1 * step, {"0": 6, "1": 2, "3": step % 2}))
-    append_history(tmp_path, {"kind": "eval", "step": 4, "accuracy_by_level": {"1": 0.95, "3": 0.2}})
+    append_history(tmp_path, _eval(4, {"1": 0.95, "3": 0.2}))
 
     report = write_report(tmp_path, {"model": "tiny"}).read_text()
 
-    assert "| 3 | 5.0% | 20.0% | +15.0 |" in report
-    assert "| 1 | 90.0% | 95.0% | +5.0 |" in report
+    assert "| 3 | 5.0% → 20.0% | +15.0 | — | — |" in report
+    assert "| 1 | 90.0% → 95.0% | +5.0 | — | — |" in report
     assert "level 0: 24, level 1: 8, level 3: 2" in report
     # difficult fraction: steps 1-2 average 0.45, steps 3-4 average 0.25
     assert "| difficult fraction (all wrong without hints) | 0.450 | 0.250 |" in report
@@ -38,6 +43,17 @@ def test_report_states_accuracy_change_per_level_and_draws_the_three_plots(tmp_p
         png = tmp_path / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}]({name}.png)" in report
+
+
+def test_report_gives_greedy_and_sampled_accuracy_side_by_side(tmp_path):
+    append_history(tmp_path, _eval(0, {"4": 0.02}, {"4": 0.03}))
+    append_history(tmp_path, _step(1, 0.5, {"0": 8}))
+    append_history(tmp_path, _eval(1, {"4": 0.40}, {"4": 0.155}))
+
+    report = write_report(tmp_path, {}).read_text()
+
+    assert "sampled at temperature 1 (mean of 4 per problem)" in report
+    assert "| 4 | 2.0% → 40.0% | +38.0 | 3.0% → 15.5% | +12.5 |" in report
 
 
 def test_resumed_run_keeps_the_last_record_of_a_repeated_step(tmp_path):

@@ -1,10 +1,12 @@
-"""Per-level greedy accuracy of a model folder on the arithmetic task (batched transformers generate),
-with no hint or with GHPO's hint at a given ratio of the worked solution.
+"""Per-level accuracy of a model folder on the arithmetic task (batched transformers generate), greedy
+and sampled (temperature 1, the mean over a few samples per problem), with no hint or with GHPO's hint
+at a given ratio of the worked solution. Both are reported because RL moves them differently: it
+sharpens the policy's preferred step (greedy) before it removes the mass on the others (sampled).
 
 Completions are scored by `accuracy()`, the one bridge to the project's verifier (the same pure
 scoring function the verifier service runs). The hinted table (`evaluate_hint_table`) is how the tiny
 model's fitness for GHPO is measured: held-out accuracy per level at each hint ratio, so one can see at
-which level a hint turns an all-wrong prompt into a mixed one. Not here: sampling temperature or pass@k.
+which level a hint turns an all-wrong prompt into a mixed one. Not here: pass@k.
 """
 
 from __future__ import annotations
@@ -28,8 +30,26 @@ def accuracy(completion: str, gold: str) -> float:
 def generate_greedy(
     model, tokenizer, records: list[PromptRecord], batch_size: int = 64, hint_ratio: float = 0.0
 ) -> list[str]:
+    return generate_completions(model, tokenizer, records, batch_size=batch_size, hint_ratio=hint_ratio)
+
+
+def generate_completions(
+    model,
+    tokenizer,
+    records: list[PromptRecord],
+    batch_size: int = 64,
+    hint_ratio: float = 0.0,
+    temperature: float = 0.0,
+) -> list[str]:
+    """One completion per record: greedy at temperature 0, else sampled from the full distribution
+    divided by `temperature` (no top-k or top-p), from torch's global generator."""
     import torch
 
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     completions: list[str] = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
@@ -43,7 +63,7 @@ def generate_greedy(
         # Room for the full worked solution plus slack; a longer completion is wrong anyway.
         budget = max(len(tokenizer(r.solution or "")["input_ids"]) for r in chunk) * 2 + 32
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=budget, do_sample=False)
+            out = model.generate(**enc, max_new_tokens=budget, **sampling)
         for row in out[:, enc["input_ids"].shape[1] :]:
             completions.append(tokenizer.decode(row, skip_special_tokens=True))
     return completions
@@ -58,24 +78,37 @@ def _load(model_dir: Path):
     return model, tokenizer
 
 
+SAMPLED_SEED = 1234  # sampled accuracy draws from a fixed generator, so a table is reproducible
+
+
 def _score_by_level(
-    model, tokenizer, records: list[PromptRecord], hint_ratio: float
+    model, tokenizer, records: list[PromptRecord], hint_ratio: float, samples: int = 0
 ) -> dict[int, tuple[int, int]]:
-    completions = generate_greedy(model, tokenizer, records, hint_ratio=hint_ratio)
+    """{level: (correct, total)}: greedy when `samples` is 0, else over `samples` completions per
+    problem at temperature 1 (total = problems x samples)."""
+    import torch
+
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for record, completion in zip(records, completions, strict=True):
-        counts[record.level][0] += int(accuracy(completion, record.answer))
-        counts[record.level][1] += 1
+    if samples:
+        torch.manual_seed(SAMPLED_SEED)
+    for _ in range(max(samples, 1)):
+        completions = generate_completions(
+            model, tokenizer, records, hint_ratio=hint_ratio, temperature=1.0 if samples else 0.0
+        )
+        for record, completion in zip(records, completions, strict=True):
+            counts[record.level][0] += int(accuracy(completion, record.answer))
+            counts[record.level][1] += 1
     return {level: (c, n) for level, (c, n) in sorted(counts.items())}
 
 
 def evaluate_levels(
-    model_dir: Path, n_per_level: int = 100, levels: list[int] | None = None, seed: int = 0
+    model_dir: Path, n_per_level: int = 100, levels: list[int] | None = None, seed: int = 0, samples: int = 0
 ) -> dict[int, tuple[int, int]]:
-    """{level: (correct, total)} on the held-out split, greedy, with the model's chat template."""
+    """{level: (correct, total)} on the held-out split with the model's chat template: greedy, or over
+    `samples` completions per problem at temperature 1."""
     model, tokenizer = _load(model_dir)
     records = arith.make_split("heldout", n_per_level, levels or list(arith.LEVELS), seed=seed)
-    return _score_by_level(model, tokenizer, records, 0.0)
+    return _score_by_level(model, tokenizer, records, 0.0, samples)
 
 
 def evaluate_hint_table(
@@ -84,12 +117,14 @@ def evaluate_hint_table(
     levels: Sequence[int] | None = None,
     ratios: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
     seed: int = 0,
+    samples: int = 0,
 ) -> dict[float, dict[int, tuple[int, int]]]:
     """{hint ratio: {level: (correct, total)}}: the same held-out problems asked with each hint ratio
-    (0 = no hint; otherwise the reference hint, cut by characters, in the user turn)."""
+    (0 = no hint; otherwise the reference hint, cut by characters, in the user turn); greedy, or over
+    `samples` completions per problem at temperature 1."""
     model, tokenizer = _load(model_dir)
     records = arith.make_split("heldout", n_per_level, list(levels or arith.LEVELS), seed=seed)
-    return {ratio: _score_by_level(model, tokenizer, records, ratio) for ratio in ratios}
+    return {ratio: _score_by_level(model, tokenizer, records, ratio, samples) for ratio in ratios}
 
 
 HINT_TABLE_FILE = "hint_table.json"  # beside a shipped build: the table it was measured to have
