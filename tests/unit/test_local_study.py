@@ -14,7 +14,14 @@ from ghpo.local.config import RunConfigError, parse_run_config
 from ghpo.local.history import append_history
 from ghpo.local.run import CONFIG_FILE, END_FILE, stop_reason
 from ghpo.local.stack import Endpoints, service_specs
-from ghpo.local.study import METHOD_TEXT, STUDY_FILE, common_eval_step, run_figures
+from ghpo.local.study import (
+    METHOD_TEXT,
+    SETTINGS_FILE,
+    STUDY_FILE,
+    common_eval_step,
+    run_figures,
+    speed_to_target,
+)
 from ghpo.local.study_report import aggregate, where_ghpo_does_not_win
 
 BUDGET = 400
@@ -287,3 +294,48 @@ def test_with_one_seed_a_side_the_verdict_says_there_is_no_range_to_compare(tmp_
         in text
     )
     assert "seed ranges apart" not in text
+
+
+def _curve_run(method: str, seed: int, curve: list[tuple[int, float]]) -> dict:
+    points = [{"completions": c, "accuracy": a, "by_level": {"4": a}} for c, a in curve]
+    return {"method": method, "seed": seed, "accuracy_curve": points, "accuracy_final": {"4": curve[-1][1]}}
+
+
+def test_completions_to_a_target_are_read_off_each_run_and_set_against_grpo():
+    runs = [
+        _curve_run("grpo", 0, [(0, 0.0), (1000, 0.1), (2000, 0.25), (3000, 0.4)]),
+        _curve_run("grpo", 1, [(0, 0.0), (1000, 0.1), (2000, 0.2), (3000, 0.3), (4000, 0.4)]),
+        _curve_run("ghpo", 0, [(0, 0.0), (1000, 0.3), (2000, 0.4)]),
+        _curve_run("ghpo", 1, [(0, 0.0), (1000, 0.1), (2000, 0.15)]),  # never reaches the target
+    ]
+
+    speed = speed_to_target(runs, "4")
+
+    assert speed["target"] == pytest.approx(0.2)  # half of GRPO's mean final 0.4
+    assert speed["methods"]["grpo"]["by_seed"] == {0: 2000, 1: 2000}
+    assert speed["methods"]["ghpo"]["by_seed"] == {0: 1000, 1: None}
+    assert speed["methods"]["ghpo"]["mean"] == 1000 and speed["methods"]["ghpo"]["reached"] == 1
+    assert speed["methods"]["ghpo"]["ratio_to_grpo"] == pytest.approx(0.5)
+    assert speed_to_target([_curve_run("grpo", 0, [(0, 0.0), (10, 0.0)])], "4") is None  # nothing to reach
+
+
+def test_the_study_readme_reports_sampled_accuracy_and_completions_to_target(tmp_path):
+    _study(tmp_path / "runs")
+    for run_dir in (tmp_path / "runs").iterdir():
+        records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        for record in records:
+            if record["kind"] == "eval":
+                record["sampled_accuracy_by_level"] = {
+                    k: v / 2 for k, v in record["accuracy_by_level"].items()
+                }
+        (run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "runs" / SETTINGS_FILE).write_text(json.dumps({"levels": [1, 2]}))
+
+    readme = aggregate(tmp_path / "runs", tmp_path / "out").read_text()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+
+    # sampled = half the greedy figure: ghpo's seeds end at 0.35 / 0.35 on level 1, 0.30 / 0.31 on level 2
+    assert "| ghpo | 0.350 ± 0.000 [0.350–0.350] | 0.305 ± 0.007 [0.300–0.310] |" in readme
+    assert "## Completions to reach a target on level 2" in readme
+    assert results["speed_to_target"]["level"] == "2"
+    assert results["speed_to_target"]["target"] == pytest.approx(0.5 * 0.25)
