@@ -56,6 +56,7 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> dict[str, di
             "eval_every": args.eval_every,
             "eval_per_level": args.eval_per_level,
             "eval_levels": args.eval_levels,
+            "eval_samples": args.eval_samples,
         },
         "data": {"arith_levels": args.levels, "arith_per_level": args.arith_per_level},
         "rollout": {
@@ -104,6 +105,7 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         "lr schedule": "constant, no warm-up",
         "train problems per level": args.arith_per_level,
         "held-out problems per level": args.eval_per_level,
+        "held-out samples per problem (T = 1)": args.eval_samples,
         # `ghpo run`'s GHPO settings, the same for every method (the paper's cold start is 20 steps; the
         # reference code's released config, and `ghpo run` for short runs, use 0)
         "hint ladder": list(run_defaults.ghpo.hint_ladder),
@@ -165,6 +167,12 @@ def main() -> None:
     parser.add_argument("--arith-per-level", type=int, default=2000, help="training problems per level")
     parser.add_argument("--eval-per-level", type=int, default=200, help="held-out problems per level")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=4,
+        help="completions per held-out problem for sampled accuracy (T = 1)",
+    )
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--batch-groups", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=96)
@@ -196,7 +204,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.budget, args.group_size, args.batch_groups = [0], 192, 4, 4
         args.levels, args.arith_per_level, args.eval_per_level, args.eval_every = [1, 2], 50, 4, 100
-        args.eval_levels = [1, 2]
+        args.eval_levels, args.eval_samples = [1, 2], 2
         args.max_tokens, args.max_minutes = 64, 20.0
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     (args.runs_dir / SETTINGS_FILE).write_text(json.dumps(shared_settings(args), indent=2) + "\n")

@@ -4,7 +4,8 @@
 on first use or again with --rebuild) and prints its per-level greedy accuracy on the held-out
 arithmetic split; `build --ship` builds the default config afresh, measures its hint table and puts
 both where `ensure_tiny_model` finds them (the repository's trainer/tiny/model). `eval` scores any
-model folder the same way, `eval --hints` at each hint ratio too. Not here: training logic
+model folder the same way, `eval --hints` at each hint ratio too, `eval --samples K` sampled at temperature 1
+beside greedy. Not here: training logic
 (ghpo.trainer.tiny) or RL.
 """
 
@@ -40,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = tiny_sub.add_parser("eval", help="per-level greedy accuracy of a model folder on held-out arithmetic")
     e.add_argument("model_dir", type=Path, help="Hugging Face model folder")
     e.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
+    e.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="also the sampled accuracy: the mean over this many completions per problem at temperature 1",
+    )
     e.add_argument(
         "--hints",
         action="store_true",
@@ -110,11 +117,12 @@ def ship(out_dir: Path | None = None) -> int:
     target = Path(out_dir) if out_dir is not None else SHIPPED_DIR
     with tempfile.TemporaryDirectory(prefix=".tiny-ship-", dir=target.parent) as tmp:
         built = build_tiny_model(TinyBuildConfig(), Path(tmp) / "model")
-        table = write_hint_table(built)
+        tables = write_hint_table(built)
         if target.exists():
             shutil.rmtree(target)
         shutil.move(built, target)
-    print_hint_table(table, f"held-out accuracy by hint ratio: {target} ({HINT_TABLE_FILE})")
+    for kind, table in tables.items():
+        print_hint_table(table, f"held-out accuracy by hint ratio, {kind}: {target} ({HINT_TABLE_FILE})")
     return 0
 
 
@@ -123,13 +131,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from ghpo.trainer.tiny.evaluate import evaluate_hint_table
 
     _check_count("--per-level", args.per_level, 1)
+    if not 0 <= args.samples <= 64:
+        raise CliError(f"--samples must be in 0..64, got {args.samples}")
     if not (args.model_dir / "config.json").is_file():
         raise CliError(f"model_dir: no config.json in {args.model_dir}")
-    if args.hints:
-        table = evaluate_hint_table(args.model_dir, n_per_level=args.per_level)
-        print_hint_table(table, f"held-out accuracy by hint ratio: {args.model_dir}")
-        return 0
-    print_table(
-        evaluate_levels(args.model_dir, n_per_level=args.per_level), f"held-out accuracy: {args.model_dir}"
+    kinds = [("greedy", 0)] + (
+        [(f"sampled, mean of {args.samples} at T = 1", args.samples)] if args.samples else []
     )
+    for kind, samples in kinds:
+        if args.hints:
+            table = evaluate_hint_table(args.model_dir, n_per_level=args.per_level, samples=samples)
+            print_hint_table(table, f"held-out accuracy by hint ratio, {kind}: {args.model_dir}")
+        else:
+            results = evaluate_levels(args.model_dir, n_per_level=args.per_level, samples=samples)
+            print_table(results, f"held-out accuracy, {kind}: {args.model_dir}")
     return 0

@@ -129,26 +129,87 @@ def evaluate_hint_table(
 
 HINT_TABLE_FILE = "hint_table.json"  # beside a shipped build: the table it was measured to have
 HINT_TABLE_PER_LEVEL = 200
+HINT_TABLE_SAMPLES = 4  # sampled accuracy: the mean over this many completions per problem at T = 1
+LADDER_LEVELS, LADDER_PER_LEVEL = (1, 2, 3, 4, 5), 200  # the ladder's groups of 8, per level
 
 
-def write_hint_table(model_dir: Path) -> dict[float, dict[int, tuple[int, int]]]:
-    """Measure `model_dir`'s hint table (200 held-out problems per level, every level) and store it in
-    the folder as JSON ({"per_level": n, "table": {ratio: {level: [correct, total]}}})."""
+def write_hint_table(model_dir: Path) -> dict[str, dict[float, dict[int, tuple[int, int]]]]:
+    """Measure `model_dir`'s hint table (200 held-out problems per level, every level, greedy and sampled)
+    and its ladder (`evaluate_ladder` on LADDER_LEVELS) and store them in the folder as JSON:
+    {"per_level": n, "samples": k, "table": {ratio: {level: [correct, total]}} (greedy), "sampled": (the
+    same over k samples), "ladder": {level: ...}}. Returns {"greedy": table, "sampled": table}."""
     import json
 
-    table = evaluate_hint_table(model_dir, n_per_level=HINT_TABLE_PER_LEVEL)
+    tables = {
+        kind: evaluate_hint_table(model_dir, n_per_level=HINT_TABLE_PER_LEVEL, samples=samples)
+        for kind, samples in (("greedy", 0), ("sampled", HINT_TABLE_SAMPLES))
+    }
+    ladder = evaluate_ladder(model_dir, LADDER_LEVELS, n_per_level=LADDER_PER_LEVEL)
+
+    def as_json(table: dict[float, dict[int, tuple[int, int]]]) -> dict[str, dict[str, list[int]]]:
+        return {str(r): {str(lv): list(ct) for lv, ct in rows.items()} for r, rows in table.items()}
+
     payload = {
         "per_level": HINT_TABLE_PER_LEVEL,
-        "table": {str(r): {str(lv): list(ct) for lv, ct in rows.items()} for r, rows in table.items()},
+        "samples": HINT_TABLE_SAMPLES,
+        "table": as_json(tables["greedy"]),
+        "sampled": as_json(tables["sampled"]),
+        "ladder": {str(level): entry for level, entry in ladder.items()},
     }
     (Path(model_dir) / HINT_TABLE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-    return table
+    return tables
 
 
-def read_hint_table(model_dir: Path) -> dict[float, dict[int, tuple[int, int]]]:
+def read_hint_table(model_dir: Path, kind: str = "greedy") -> dict[float, dict[int, tuple[int, int]]]:
+    """The stored table, greedy or (kind="sampled") sampled: {ratio: {level: (correct, total)}}."""
     import json
 
     payload = json.loads((Path(model_dir) / HINT_TABLE_FILE).read_text())
+    rows_by_ratio = payload["table" if kind == "greedy" else kind]
     return {
-        float(r): {int(lv): (ct[0], ct[1]) for lv, ct in rows.items()} for r, rows in payload["table"].items()
+        float(r): {int(lv): (ct[0], ct[1]) for lv, ct in rows.items()} for r, rows in rows_by_ratio.items()
     }
+
+
+def read_ladder(model_dir: Path) -> dict[int, dict[str, object]]:
+    """The stored ladder measurement (`evaluate_ladder`'s result) by level."""
+    import json
+
+    payload = json.loads((Path(model_dir) / HINT_TABLE_FILE).read_text())
+    return {int(level): entry for level, entry in payload["ladder"].items()}
+
+
+def evaluate_ladder(
+    model_dir: Path,
+    levels: Sequence[int],
+    n_per_level: int = 100,
+    group_size: int = 8,
+    ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    seed: int = 0,
+) -> dict[int, dict[str, object]]:
+    """GHPO's ladder as the rollout server runs it, on held-out problems at temperature 1: a group of
+    `group_size` plain completions per problem; each all-wrong group asked again with the next hint ratio
+    until one completion is right or the ladder ends. Per level: {"groups", "plain_signal" (groups with a
+    success without hints: sampled pass@G), "ladder": [[ratio, tried, rescued], ...]}."""
+    import torch
+
+    model, tokenizer = _load(model_dir)
+    records = arith.make_split("heldout", n_per_level, list(levels), seed=seed)
+    torch.manual_seed(SAMPLED_SEED)
+    result: dict[int, dict[str, object]] = {}
+    for level in levels:
+        pending = [r for r in records if r.level == level]
+        entry: dict[str, object] = {"groups": len(pending)}
+        ladder = []
+        for ratio in (0.0, *ratios):
+            group = [r for r in pending for _ in range(group_size)]
+            completions = generate_completions(model, tokenizer, group, hint_ratio=ratio, temperature=1.0)
+            right = {r.id for r, c in zip(group, completions, strict=True) if accuracy(c, r.answer)}
+            if ratio == 0.0:
+                entry["plain_signal"] = len(right)
+            else:
+                ladder.append([ratio, len(pending), len(right)])
+            pending = [r for r in pending if r.id not in right]
+        entry["ladder"] = ladder
+        result[level] = entry
+    return result
