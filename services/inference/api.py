@@ -1,8 +1,10 @@
-"""HTTP API of the inference service: `POST /v1/generate` and the weight-update routes under `/v1/weights`.
+"""HTTP API of the inference service: `POST /v1/generate`, `POST /v1/tokenize` and the weight-update routes
+under `/v1/weights`.
 
 Generation: chat prompts are rendered with the model's chat template here, token-id prompts are used
 as-is; prompt length (422) and request size (413) are checked before anything reaches the engine, and
-each sample reports the version it was produced under (see engine.UpdateGate). Weight updates: begin,
+each sample reports the version it was produced under (see engine.UpdateGate). Tokenization renders
+prompts the same way, with the same length check, and generates nothing. Weight updates: begin,
 chunks (raw safetensors bodies, or raw byte-range slices of one big tensor), commit, abort; validation
 lives in weights.py and slices.py. Not here: the engine, the runtime and its guard (runtime.py), the NCCL
 update route (nccl_api.py), the app shell (app.py).
@@ -28,9 +30,13 @@ from ghpo.shared.schemas.common import Sha256Hex
 from ghpo.shared.schemas.inference import (
     GenerateRequest,
     GenerateResponse,
+    Prompt,
     PromptResult,
     Sample,
     TensorSlice,
+    TokenizedPrompt,
+    TokenizeRequest,
+    TokenizeResponse,
     WeightChunkHeader,
     WeightChunkReceipt,
     WeightsStatus,
@@ -42,9 +48,9 @@ from ghpo.shared.schemas.inference import (
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
-def _prompt_ids(body: GenerateRequest, runtime: Runtime, settings: Settings) -> list[list[int]]:
+def _prompt_ids(given: list[Prompt], runtime: Runtime, settings: Settings) -> list[list[int]]:
     prompts = []
-    for i, prompt in enumerate(body.prompts):
+    for i, prompt in enumerate(given):
         if prompt.token_ids is not None:
             ids = prompt.token_ids
             bad = next((t for t in ids if t >= runtime.vocab_size), None)
@@ -82,7 +88,7 @@ async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
                 f"{len(body.prompts)} prompts x n={sampling.n} samples; max_samples_per_request is {settings.max_samples_per_request}",
                 field="sampling.n",
             )
-        prompts = _prompt_ids(body, runtime, settings)
+        prompts = _prompt_ids(body.prompts, runtime, settings)
         gate: UpdateGate = runtime.gate
         if body.min_policy_version is not None and gate.version < body.min_policy_version:
             raise Conflict(
@@ -135,6 +141,19 @@ async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
             )
         )
     return GenerateResponse(results=results, model=runtime.model_name)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse)
+async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
+    """Each prompt's token ids as `/v1/generate` would feed them to the model, or its 422 for a prompt too
+    long; nothing reaches the engine and the served weights do not matter."""
+    prompts = _prompt_ids(body.prompts, loaded_runtime(request), request.app.state.settings)
+    return TokenizeResponse(
+        results=[
+            TokenizedPrompt(prompt_id=prompt.id, prompt_token_ids=ids)
+            for prompt, ids in zip(body.prompts, prompts, strict=True)
+        ]
+    )
 
 
 @router.get("/weights", response_model=WeightsStatus)

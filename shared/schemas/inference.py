@@ -3,7 +3,8 @@
 Generation: `POST /v1/generate` takes many prompts (chat messages, rendered with the model's chat template
 by the service, or token ids used as-is) and sampling parameters, and returns `n` samples per prompt with
 the sampled token ids, the log-prob of each sampled token under the sampling policy (the "behaviour"
-log-probs), the finish reason and the policy version the sample was produced under.
+log-probs), the finish reason and the policy version the sample was produced under. `POST /v1/tokenize`
+takes prompts in the same form and returns only their token ids, as generation would see them.
 
 Weight updates (HTTP path, CPU and multi-host): `begin` announces a version with its tensor specs and the
 SHA-256 of all chunk bytes in order; `chunk`s carry safetensors bytes as the raw request body (metadata in
@@ -125,6 +126,23 @@ class PromptResult(WireModel):
 class GenerateResponse(WireModel):
     results: list[PromptResult] = Field(max_length=MAX_PROMPTS_PER_REQUEST, description="In request order.")
     model: Name
+
+
+class TokenizeRequest(WireModel):
+    """`POST /v1/tokenize`: prompts in `/v1/generate`'s form; nothing is generated."""
+
+    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS_PER_REQUEST)
+
+
+class TokenizedPrompt(WireModel):
+    prompt_id: Id | None = None
+    prompt_token_ids: TokenIds = Field(description="The prompt as /v1/generate would feed it to the model.")
+
+
+class TokenizeResponse(WireModel):
+    results: list[TokenizedPrompt] = Field(
+        max_length=MAX_PROMPTS_PER_REQUEST, description="In request order."
+    )
 
 
 class TensorSpec(WireModel):

@@ -372,6 +372,19 @@ def test_bad_generate_requests_get_4xx_naming_the_field(service):
     assert _error(stale, 409)["field"] == "min_policy_version"
 
 
+def test_tokenize_gives_the_prompt_ids_generate_uses_and_the_same_refusal_for_a_prompt_too_long(service):
+    prompts = [{"id": f"q{i}", **prompt} for i, prompt in enumerate(PROMPTS)]
+    generated = generate(service, prompts, max_tokens=2).json()["results"]
+    tokenized = httpx.post(f"{service}/v1/tokenize", json={"prompts": prompts}, headers=AUTH, timeout=60)
+    assert tokenized.status_code == 200, tokenized.text
+    assert tokenized.json()["results"] == [
+        {"prompt_id": r["prompt_id"], "prompt_token_ids": r["prompt_token_ids"]} for r in generated
+    ]
+    too_long = {"prompts": [*prompts, {"token_ids": [5] * MAX_MODEL_LEN}]}
+    refused = httpx.post(f"{service}/v1/tokenize", json=too_long, headers=AUTH, timeout=60)
+    assert _error(refused, 422)["field"] == "prompts.2"
+
+
 def test_generation_in_flight_during_an_update_finishes_on_the_old_version(service, client, model_dir):
     version = served_version(service)
     results: list[httpx.Response] = []
