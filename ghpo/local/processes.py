@@ -17,7 +17,8 @@ child's group, waits a bounded, jittered back-off (1 s doubling to 30 s, times 0
 command line again: same ports, same data, so the others' URLs stay valid. `RestartPolicy` says when a
 child has crashed too often (`crash_loop_restarts` restarts within `crash_loop_window_s`): then the
 caller stops the run instead. Every restart is a `Restart` record (which process, when, exit code or
-signal, back-off, seconds until ready again).
+signal, back-off, seconds until ready again). A dead child is reaped with wait4, so its peak resident
+memory is known when its death is explained (exits.py).
 
 What it deliberately does not do: decide what a crash means for the run (run.py and healing.py), or
 manage remote machines (that is what compose and Kubernetes are for).
@@ -77,10 +78,25 @@ class Child:
     log_path: Path
     started_at: float = field(default_factory=time.monotonic)
     stopping: bool = False  # asked to stop: its exit is not a crash
+    peak_rss_bytes: int | None = None  # the leader's peak resident memory, once reaped by `reap`
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def reap(self) -> int | None:
+        """The leader's exit code, or None while it runs. Reaping it here (wait4) records its peak resident
+        memory, which Popen's own wait discards: the evidence for or against an out-of-memory death."""
+        if self.process.returncode is None:
+            try:
+                pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped through Popen
+                return self.process.poll()
+            if pid == 0:
+                return None
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+            self.peak_rss_bytes = usage.ru_maxrss * 1024  # KiB on Linux
+        return self.process.returncode
 
     def log_tail(self) -> str:
         try:
@@ -236,7 +252,7 @@ class Supervisor:
 
     def exited(self) -> list[Child]:
         """Children that died without being asked to stop, in start order."""
-        return [c for c in self.children if not c.stopping and c.process.poll() is not None]
+        return [c for c in self.children if not c.stopping and c.reap() is not None]
 
     def check(self) -> None:
         """Raise ProcessFailed if any child has exited unexpectedly."""

@@ -140,18 +140,3 @@ def test_ghpo_run_refuses_a_bad_config_in_one_line_and_creates_no_run_folder(tmp
     assert proc.returncode == 2
     assert proc.stderr.startswith("ghpo run: error: data.map: ") and proc.stderr.count("\n") == 1
     assert not run_dir.exists()
-
-
-def test_an_out_of_memory_death_is_named_with_the_settings_to_change():
-    from ghpo.local.exits import explain_exit
-
-    cfg = parse_run_config({"deepspeed": {"micro_batch_size": 64}})
-    for code, tail in (
-        (-9, ""),
-        (137, ""),
-        (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"),
-    ):
-        text = explain_exit(code, tail, cfg)
-        assert "out-of-memory" in text or "out of memory" in text
-        assert "deepspeed.micro_batch_size (this run: 64)" in text
-    assert explain_exit(1, "ValueError: bad", cfg) == "exited with code 1"
