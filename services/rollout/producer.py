@@ -35,8 +35,9 @@ from redis.exceptions import RedisError
 from ghpo.services.rollout import metrics
 from ghpo.services.rollout.cursor import Cursor, epoch_order, split_index
 from ghpo.services.rollout.queue import GroupQueue
-from ghpo.services.rollout.sampler import Sampler, Slot, StepClock
+from ghpo.services.rollout.sampler import Sampler
 from ghpo.services.rollout.settings import Settings
+from ghpo.services.rollout.slot import Slot, StepClock
 from ghpo.shared.data.records import PromptRecord
 from ghpo.shared.logs import get_logger
 from ghpo.shared.schemas.rollout import DropReason
@@ -185,7 +186,7 @@ class Producer:
             log.warning("claim on %s was lost (rewound or taken over); group not queued", s.group_id)
             return
         metrics.ENQUEUED.labels(final_level=str(s.level)).inc()
-        metrics.ROUNDS.observe(len(s.results))
+        metrics.ROUNDS.observe(len(s.rounds))
         if no_signal(s):
             metrics.ZERO_ADVANTAGE.inc()
 

@@ -82,12 +82,23 @@ def upstream(model_dir):
         yield {"inference": inf_url, "verifier": ver_url}
 
 
-def _broker(serve_app, redis_url: str, prefix: str, ghpo: GHPOConfig) -> str:
-    """A fresh broker (policy ghpo) with the GHPO settings `ghpo`; its base URL."""
+def _broker(serve_app, redis_url: str, prefix: str, ghpo: GHPOConfig, policy: str = "ghpo") -> str:
+    """A fresh broker with the GHPO settings `ghpo`; its base URL."""
     settings = BrokerSettings(
-        redis_url=redis_url, key_prefix=f"{prefix}b:", policy="ghpo", ghpo=ghpo, group_size=G
+        redis_url=redis_url, key_prefix=f"{prefix}b:", policy=policy, ghpo=ghpo, group_size=G
     )
     return serve_app(create_broker(settings))
+
+
+def _rescued_by_the_first_hint(broker: str, prompt_ids: list[str]) -> None:
+    """Tell a ghpo-memory broker these prompts were last rescued at level 1: their next plans start there."""
+    rounds = [{"level": 0, "correct": 0, "G": G}, {"level": 1, "correct": 1, "G": G}]
+    outcomes = [
+        {"prompt_id": p, "update_id": f"seed-{p}", "step": 0, "policy_version": 0, "results": rounds}
+        for p in prompt_ids
+    ]
+    response = httpx.post(f"{broker}/v1/outcomes", json={"outcomes": outcomes}, timeout=30)
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture
@@ -197,7 +208,9 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
     stack, model_dir, serve_app, redis_url
 ):
     """The Guide-style mode: a rescued group's completions sampled under the hint come with the plain
-    prompt to train on, and with the log-probs of the hinted prompt (the behaviour policy of the IS weight)."""
+    prompt to train on, and with the log-probs of the hinted prompt (the behaviour policy of the IS weight).
+    The level-7 prompts start hinted (the broker remembers them rescued at level 1), so their plain prompt
+    is one the rollout server never generated from: it comes from the inference service's tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,11 +221,13 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
     records = {r.id: r for r in make_split("train", 6, [1, 7], seed=0)}
     plain = GHPO.model_copy(update={"condition_on": "plain"})
     prefix = stack["key_prefix"] + "plain:"
-    broker = _broker(serve_app, redis_url, prefix, plain)  # the same settings as the rollout server's
+    # The rollout server's GHPO settings; a policy that starts a prompt where it was last rescued.
+    broker = _broker(serve_app, redis_url, prefix, plain, policy="ghpo-memory")
+    _rescued_by_the_first_hint(broker, [r.id for r in records.values() if r.level == 7])
     settings = RolloutSettings(
         **{**stack, "ghpo": plain, "broker_url": broker, "key_prefix": prefix}, max_policy_lag=0
     )
-    hinted_groups = 0
+    hinted_groups = started_hinted = 0
     with running_app(create_rollout(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
         for _ in range(2):
             batch = _next(client)
@@ -224,9 +239,11 @@ def test_condition_on_plain_trains_hinted_groups_on_the_plain_prompt_with_the_hi
                 if group["hint_level"] == 0:
                     continue
                 hinted_groups += 1
+                started_hinted += group["generation_rounds"] <= group["hint_level"]  # no unhinted round
                 hinted = hinted_problem_at_level(record.problem, record.solution, group["hint_level"], LADDER)
                 _assert_logprobs_under(model, _render(tokenizer, hinted), group["completions"][0])
     assert hinted_groups > 0  # level 7 is beyond the tiny model without a hint
+    assert started_hinted > 0  # 8 of the 12 prompts are drawn: at least 2 of level 7
 
 
 def test_keep_unhinted_puts_a_failed_plain_rollout_into_each_rescued_group(
