@@ -15,6 +15,10 @@ Run: python bench/broker_throughput.py [--batches 40 --repeats 5 --clients 4]
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import asyncio
 import os

@@ -34,6 +34,10 @@ Each figure is also printed as a BENCH_RESULT line.
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import ast
 import itertools

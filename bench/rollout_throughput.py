@@ -20,6 +20,10 @@ overhead as a share of the wall time per group.
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import contextlib
 import os

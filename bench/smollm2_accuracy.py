@@ -18,6 +18,10 @@ tokens); each figure is also printed as a BENCH_RESULT line. Not a test: it asse
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import json
 import re

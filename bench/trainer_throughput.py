@@ -13,6 +13,10 @@ Target: DeepSpeed / plain >= 0.8. `--quick`: 2 sampled batches, 3 timed steps pe
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import statistics
 import time

@@ -8,6 +8,10 @@ Run: python bench/verifier_realdata.py [--workers 2]
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import time
 

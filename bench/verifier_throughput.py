@@ -11,6 +11,10 @@ Run: python bench/verifier_throughput.py [--workers 2 --batches 16 --rounds 3 --
 
 from __future__ import annotations
 
+from ghpo.shared.bench_results import require_extras
+
+require_extras(__file__)  # a missing extra: one line naming it, before an import fails
+
 import argparse
 import asyncio
 import json

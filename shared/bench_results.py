@@ -7,14 +7,25 @@ A bench script prints its figures for people as it always has, and for each one 
                   "target": ">= 0.8"}
 
 (one line of JSON after the prefix). `ratio` is value / baseline_value when there is a baseline.
-`ghpo bench` collects these lines into BENCHMARKS.md. Not here: running or timing anything.
+`ghpo bench` collects these lines into BENCHMARKS.md.
+
+A script run directly (`python bench/peer_trl.py`) calls `require_extras(__file__)` before its other
+imports: when a module that bench/registry.toml lists under the script's `requires` is not installed it
+prints one line naming the extra of pyproject.toml that installs it (the registry's `[extras]`) and exits
+with 2, as `ghpo` commands do for bad input, rather than a ModuleNotFoundError traceback (possibly after
+minutes of the part that did not need it). `ghpo bench` skips such a script with a note instead.
+Not here: running or timing anything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
+import tomllib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 PREFIX = "BENCH_RESULT "
 
@@ -60,3 +71,27 @@ def parse_figures(output: str) -> list[Figure]:
         if line.startswith(PREFIX):
             figures.append(Figure(**json.loads(line[len(PREFIX) :])))
     return figures
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None in sys.modules
+        return False
+
+
+def require_extras(script: str) -> None:
+    """Exit with one line (stderr, exit code 2) naming the extra to install when a module the registry
+    lists for `script` (a bench/*.py path) is missing; return quietly otherwise."""
+    path = Path(script).resolve()
+    registry = tomllib.loads((path.parent / "registry.toml").read_text())
+    entry = next((e for e in registry.get("bench", []) if e["script"] == path.name), {})
+    missing = [m for m in entry.get("requires", ()) if not _importable(m)]
+    if not missing:
+        return
+    extras = ",".join(sorted({registry.get("extras", {}).get(m, "all") for m in missing}))
+    print(
+        f"bench/{path.name} needs {', '.join(missing)} (not installed): pip install -e '.[{extras}]'",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
