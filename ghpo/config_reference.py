@@ -106,6 +106,16 @@ def run_sections_help() -> str:
     return "\n".join(lines)
 
 
+def subsections(section: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """(key, model) of a section's keys that are tables of their own and unset by default ([model.lora])."""
+    found = []
+    for key, field in section.model_fields.items():
+        for arg in typing.get_args(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found.append((key, arg))
+    return found
+
+
 def default_config_toml() -> str:
     """The full default run config as TOML, each key commented; feeding it back gives the same config."""
     config = RunConfig()
@@ -123,6 +133,10 @@ def default_config_toml() -> str:
                 lines.append(f"# {key} = (unset){note}")
             else:
                 lines.append(f"{key} = {_shown(value)}{note}")
+        for key, table in subsections(type(section)):  # absent by default: shown commented out
+            lines += ["", f"# [{name}.{key}]  # {table.__doc__.strip().splitlines()[0]}"]
+            for sub, field in table.model_fields.items():
+                lines.append(f"# {sub} = {_shown(_default(field))}  # {field.description}")
     return "\n".join(lines) + "\n"
 
 
@@ -216,6 +230,19 @@ def configuration_markdown() -> str:
                 )
             )
         lines += [*_table(rows, ("key", "type", "allowed", "default", "meaning")), ""]
+        for key, table in subsections(type(section)):
+            rows = [
+                (
+                    f"`{sub}`",
+                    type_name(f.annotation),
+                    bounds(f),
+                    f"`{_shown(_default(f))}`",
+                    f.description or "",
+                )
+                for sub, f in table.model_fields.items()
+            ]
+            lines += [f"#### `[{name}.{key}]`", "", table.__doc__.strip(), ""]
+            lines += [*_table(rows, ("key", "type", "allowed", "default", "meaning")), ""]
     lines += ["## Service settings (`ghpo serve SERVICE`, compose, Kubernetes)", ""]
     for service in SERVICES:
         rows = [

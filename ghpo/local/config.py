@@ -32,7 +32,7 @@ from ghpo.shared.data.loaders import FieldMapping, MappingError
 from ghpo.shared.data.selection import DataSpec
 from ghpo.shared.data.template import PromptTemplate
 from ghpo.shared.schemas.broker import PolicyName
-from ghpo.trainer.train.config import DeepSpeedSection, OptimSection
+from ghpo.trainer.train.config import DeepSpeedSection, LoraSection, OptimSection
 
 EVAL_CHOICES = ("arith", "heldout", "off", *(f"benchmark:{name}" for name in BENCHMARKS))
 PREPARED_MODELS = ("smollm2",)  # [model] path names that `ghpo models prepare` makes
@@ -118,6 +118,9 @@ class ModelSection(_Section):
         max_length=4096,
         description="Hugging Face model folder, or 'smollm2' (made offline by `ghpo models prepare "
         "smollm2`); empty: the tiny model (shipped in trainer/tiny/model).",
+    )
+    lora: LoraSection | None = Field(
+        None, description="Train LoRA adapters instead of every weight ([model.lora]; absent: full)."
     )
 
 

@@ -8,6 +8,8 @@ Each refusal is one line (RunConfigError) that names the setting and what to do:
   level filter and the hold-out leave training rows, and when hints are on (services.broker_policy other
   than 'none') some rows have a worked solution to cut hints from;
 - run.eval: a named benchmark loads (a local copy or the hub), held-out rows exist;
+- model.lora: each of target_modules names a linear layer the model has (rank, alpha and dropout are
+  bounded by the config itself, which names the key);
 - deepspeed.micro_batch_size: the estimate of ghpo.local.memory fits this machine; 'auto' is sized here.
 It returns the config the run uses: the model path resolved to a folder, the micro-batch to a number (the
 run folder keeps the config as given, so a resume on another machine sizes it again). The tiny model
@@ -149,9 +151,41 @@ def size_micro_batch(cfg: RunConfig, model: Path | None, log: Callable[[str], No
     return int(asked)
 
 
+def linear_layer_names(folder: Path) -> set[str]:
+    """Names (last part) of the linear layers of the model in `folder`, built on the meta device: no
+    weights read, no memory taken."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def check_lora(cfg: RunConfig, model: Path | None, log: Callable[[str], None]) -> None:
+    """model.lora.target_modules names linear layers the model has (PEFT would fail at the trainer's start)."""
+    lora = cfg.model.lora
+    if lora is None or lora.target_modules == ["all-linear"]:
+        return
+    if model is None:
+        from ghpo.trainer.tiny.build import shipped_model
+
+        model = shipped_model(log)
+        if model is None:
+            return  # built later; PEFT checks the names then
+    linear = linear_layer_names(model)
+    missing = [name for name in lora.target_modules if name.rsplit(".", 1)[-1] not in linear]
+    if missing:
+        raise RunConfigError(
+            f"model.lora.target_modules: {missing} are no linear layers of this model; its linear layers are "
+            f"{sorted(linear)}, or use ['all-linear']"
+        )
+
+
 def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> RunConfig:
     """`cfg` checked (RunConfigError, one line) and resolved for this machine (module docstring)."""
     model = resolve_model(cfg.model.path, log)
+    check_lora(cfg, model, log)
     check_data(cfg, log)
     check_eval(cfg)
     micro_batch = size_micro_batch(cfg, model, log)

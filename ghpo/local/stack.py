@@ -188,6 +188,8 @@ def trainer_toml(cfg: RunConfig, model_path: Path, run_dir: Path, ends: Endpoint
         raise ValueError("trainer_toml needs the config ghpo.local.preflight.preflight resolved")
     lines = ["# written by `ghpo run`; edit the run config instead", ""]
     lines += toml_section("model", {"path": model_path})
+    if cfg.model.lora is not None:
+        lines += toml_section("model.lora", cfg.model.lora.model_dump())
     lines += toml_section("optim", cfg.optim.model_dump())
     lines += toml_section("deepspeed", cfg.deepspeed.model_dump())
     lines += toml_section(

@@ -1,7 +1,7 @@
 """The trainer's run config: one TOML file -> a validated, frozen `TrainConfig`.
 
 Sections (unknown sections and keys are errors, so a misspelt key never silently keeps its default):
-[model] path; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the LR schedule; [deepspeed] ZeRO
+[model] path and, for LoRA, [model.lora]; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the LR schedule; [deepspeed] ZeRO
 stage, precision, gradient checkpointing, micro-batch size; [run] steps, seed, checkpoints, stop rules,
 the status/metrics port; [services] the rollout server, inference replicas (a URL list and/or a DNS
 name), broker and token.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ghpo.shared.algorithm import config as algorithm
 from ghpo.shared.algorithm import environment as algorithm_env
@@ -43,8 +43,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LoraSection(_Section):
+    """LoRA (PEFT): only the adapters train, checkpoint and travel to inference; the base stays frozen."""
+
+    rank: int = Field(16, ge=1, le=4096, description="LoRA rank r of every adapter.")
+    alpha: float = Field(32.0, gt=0.0, le=1e6, description="LoRA alpha: adapters are scaled by alpha / rank.")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout on the adapters' input while training; 0 keeps the trainer's log-probs those "
+        "of the served (merged) model.",
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        min_length=1,
+        max_length=256,
+        description="Linear layers that get an adapter, by name (e.g. ['q_proj', 'v_proj']), or "
+        "['all-linear']: every linear layer but the output head.",
+    )
+
+    @field_validator("target_modules", mode="after")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if any(not 1 <= len(name) <= 128 for name in value):
+            raise ValueError("each module name must be 1 to 128 characters")
+        return value
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
 class ModelSection(_Section):
     path: str = Field(min_length=1, max_length=4096, description="Hugging Face model folder to train.")
+    lora: LoraSection | None = Field(
+        None, description="Train LoRA adapters instead of every weight ([model.lora]; absent: full)."
+    )
 
 
 class OptimSection(_Section):
@@ -171,6 +206,15 @@ class TrainConfig(_Section):
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
     run: RunSection
     services: ServicesSection = Field(default_factory=ServicesSection)
+
+    @model_validator(mode="after")
+    def _lora_over_http(self) -> TrainConfig:
+        if self.model.lora is not None and self.services.weight_transport != "http":
+            raise ValueError(
+                "model.lora: LoRA adapters travel to inference over HTTP only; "
+                "set services.weight_transport = 'http'"
+            )
+        return self
 
 
 def _describe(error: dict[str, Any], from_env: frozenset[str]) -> str:
