@@ -9,7 +9,8 @@ for OpenMP setup), so start-up costs three Python imports of vLLM (~40 s on a bu
 
 Weights: `collective_rpc("ghpo_reload_weights", folder)` (vllm_worker.py: vLLM's in-place
 `reload_weights` of every *.safetensors in the folder, plus a fix for tied embeddings) swaps weights
-in a few hundredths of a second for the tiny model. On CUDA the engine is also built with vLLM's
+in a few hundredths of a second for the tiny model; a LoRA adapter update is merged into the pristine
+base weights and loaded the same way (`ghpo_merge_adapter`, adapters.py). On CUDA the engine is also built with vLLM's
 NCCL weight-transfer backend, and `receive_nccl` runs its init -> start -> update -> finish cycle (the
 trainer broadcasting as rank 0, one new NCCL group per update, released after it) then re-ties the
 output head. The caller (the update gate) guarantees no request is running meanwhile. Log-probs are requested as `logprobs=0`: only the sampled token's.
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ghpo.services.inference.adapters import read_marker
 from ghpo.services.inference.engine import Completion, FinishReason, SamplingSpec
 from ghpo.shared.logs import get_logger
 
@@ -78,9 +80,10 @@ def engine_args(
 class VllmEngine:
     """`Engine` backed by vLLM's `AsyncLLM`. Build with `await VllmEngine.start(...)`."""
 
-    def __init__(self, llm: Any, device: str = "cpu"):
+    def __init__(self, llm: Any, device: str = "cpu", model: str | None = None):
         self._llm = llm
         self.device = device
+        self.model = model  # the pristine base folder LoRA adapters are merged into
         self._failed: str | None = None
 
     @classmethod
@@ -90,7 +93,9 @@ class VllmEngine:
         started = time.monotonic()
         args = engine_args(**kwargs)
         # Building spawns the engine core and waits for it to load the model: blocking, so off the loop.
-        engine = cls(await asyncio.to_thread(AsyncLLM.from_engine_args, args), kwargs["device"])
+        engine = cls(
+            await asyncio.to_thread(AsyncLLM.from_engine_args, args), kwargs["device"], kwargs["model"]
+        )
         log.info("vLLM engine ready in %.1f s (model %s)", time.monotonic() - started, kwargs["model"])
         return engine
 
@@ -166,7 +171,13 @@ class VllmEngine:
         return completions
 
     async def load_weights(self, folder: Path) -> None:
-        await self._llm.collective_rpc("ghpo_reload_weights", args=(str(folder),))
+        adapter = read_marker(folder)
+        if adapter is None:
+            await self._llm.collective_rpc("ghpo_reload_weights", args=(str(folder),))
+        else:  # a LoRA adapter: merged into the pristine base (adapters.py)
+            await self._llm.collective_rpc(
+                "ghpo_merge_adapter", args=(str(self.model), str(folder), adapter.scaling)
+            )
         # Cached prefixes hold keys/values computed by the old weights.
         await self._llm.reset_prefix_cache()
 

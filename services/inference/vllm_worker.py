@@ -1,6 +1,7 @@
 """Methods added to vLLM's worker processes (`worker_extension_cls`), called by name with `collective_rpc`.
 
-`ghpo_reload_weights(folder)` is vLLM's own in-place `reload_weights` (every *.safetensors in `folder`,
+`ghpo_merge_adapter(base, adapter, scaling)` loads the same way the base weights with a LoRA adapter
+merged in (ghpo.services.inference.adapters). `ghpo_reload_weights(folder)` is vLLM's own in-place `reload_weights` (every *.safetensors in `folder`,
 checkpoint names, any float dtype) followed by re-tying the output head to the input embedding
 (`ghpo_retie_head`, also called after an NCCL weight transfer). Why:
 in vLLM 0.32 the layer-wise reload gives `embed_tokens` a fresh tensor, so a model with tied embeddings
@@ -19,6 +20,14 @@ class GhpoWorkerExtension:
     def ghpo_reload_weights(self, folder: str) -> bool:
         """Load `folder` in place; returns whether the output head was re-tied."""
         self.reload_weights(weights_path=folder)  # type: ignore[attr-defined]
+        return self.ghpo_retie_head()
+
+    def ghpo_merge_adapter(self, base_folder: str, adapter_folder: str, scaling: float) -> bool:
+        """Serve `base + scaling * B @ A` (adapters.merged_weights): the base folder's weights, streamed
+        with the adapter merged in, through the same in-place reload; returns whether the head was re-tied."""
+        from ghpo.services.inference.adapters import merged_weights
+
+        self.reload_weights(weights_iterator=merged_weights(base_folder, adapter_folder, scaling))  # type: ignore[attr-defined]
         return self.ghpo_retie_head()
 
     def ghpo_retie_head(self) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghpo.services.inference import metrics
+from ghpo.services.inference.adapters import check_adapter_specs, write_marker
 from ghpo.services.inference.slices import SlicedTensor, check_slice
 from ghpo.services.inference.specs import check_specs, fail
 from ghpo.shared.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -134,11 +135,16 @@ class WeightUpdates:
                     field="total_bytes",
                 ),
             )
-        specs = check_specs(body.tensors, self.expected)
+        if body.adapter is not None:
+            specs = check_adapter_specs(body.tensors, self.expected)
+        else:
+            specs = check_specs(body.tensors, self.expected)
         self.discard()
         update_id = f"u{body.version}-{uuid.uuid4().hex[:12]}"
         folder = self.staging_root / update_id
         folder.mkdir()
+        if body.adapter is not None:  # the engine merges it into the base at commit (adapters.py)
+            write_marker(folder, body.adapter)
         self.pending = PendingUpdate(update_id=update_id, begin=body, folder=folder, specs=specs)
         return self.pending
 

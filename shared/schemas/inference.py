@@ -15,8 +15,8 @@ checksum matches. On GPU the trainer can instead broadcast the weights over NCCL
 (`NcclUpdateRequest`, vLLM's weight-transfer API). Versions are monotonic: a version not greater
 than the served one is refused (409). Tensor names are the checkpoint's (Hugging Face) names as
 stored in the served model's safetensors files; an update carries every one of them (a tied `lm_head`
-is not stored, so it is not sent). Requests in flight during a commit finish on the old weights; new
-ones wait for the swap.
+is not stored, so it is not sent), or, for a LoRA run, is an adapter (`AdapterSpec`). Requests in
+flight during a commit finish on the old weights; new ones wait for the swap.
 """
 
 from __future__ import annotations
@@ -151,6 +151,16 @@ class TensorSpec(WireModel):
     shape: list[Annotated[int, Field(ge=0, le=2**40)]] = Field(max_length=MAX_TENSOR_DIMS)
 
 
+class AdapterSpec(WireModel):
+    """A weight update that is a LoRA adapter: every tensor is `<layer>.lora_A.weight` (rank x in) or
+    `<layer>.lora_B.weight` (out x rank) for a `<layer>.weight` of the served checkpoint; the service
+    serves base + scaling * B @ A, always from its pristine base weights (a new adapter version replaces
+    the previous one; layers it does not carry serve the base)."""
+
+    kind: Literal["lora"] = "lora"
+    scaling: float = Field(gt=0.0, le=1e6, description="alpha / rank of the adapter.")
+
+
 class WeightUpdateBegin(WireModel):
     """`POST /v1/weights/updates`: announce version `version` (> served version)."""
 
@@ -159,6 +169,7 @@ class WeightUpdateBegin(WireModel):
     total_bytes: int = Field(ge=1, le=MAX_WEIGHTS_BYTES, description="Sum of all chunk body sizes.")
     num_chunks: int = Field(ge=1, le=1_000_000)
     checksum: Sha256Hex = Field(description="SHA-256 of all chunk bodies concatenated in index order.")
+    adapter: AdapterSpec | None = Field(None, description="Set: the tensors are a LoRA adapter, not weights.")
 
 
 class WeightUpdateSession(WireModel):
