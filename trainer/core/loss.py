@@ -34,6 +34,10 @@ Importance weight w (detached, per token unless said otherwise), two sources, la
 Masked positions never touch the result: their log-prob differences are zeroed before exp, so a padding
 value of -inf cannot turn into NaN. A micro-batch with no completion tokens gives loss 0 (with a graph).
 
+`policy_loss` checks its inputs' values and returns metrics as floats (one read of the device);
+`policy_loss_terms` is the same loss with no value read back (metrics as 0-dim tensors), for the trainer's
+step, which reads all its figures once per optimizer step.
+
 What it deliberately does not do: compute log-probs (the trainer's forward does), entropy bonuses,
 sequence-level (GSPO) ratios, or reduce metrics across ranks.
 """
@@ -45,11 +49,11 @@ import torch
 from ghpo.shared.algorithm.config import GHPOConfig
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return float((values * mask).sum() / mask.sum().clamp(min=1.0))
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _check_inputs(logps, old_logps, advantages, completion_mask, ref_logps, behaviour_logps) -> None:
+def _check_shapes(logps, old_logps, advantages, completion_mask, ref_logps, behaviour_logps) -> None:
     if logps.dim() != 2:
         raise ValueError(f"logps must be (batch, completion_length), got shape {tuple(logps.shape)}")
     for name, tensor in (
@@ -66,8 +70,6 @@ def _check_inputs(logps, old_logps, advantages, completion_mask, ref_logps, beha
         raise ValueError(
             f"advantages must be (batch,) or (batch, length), got shape {tuple(advantages.shape)}"
         )
-    if not torch.isfinite(advantages).all():
-        raise ValueError("advantages contain NaN or inf")
 
 
 def importance_weights(
@@ -76,10 +78,17 @@ def importance_weights(
     mask: torch.Tensor,
     config: GHPOConfig,
     hinted: torch.Tensor | None = None,
+    *,
+    check_values: bool = True,
 ) -> torch.Tensor | None:
-    """Detached (B, T) weights per the module docstring, or None when no weighting applies."""
+    """Detached (B, T) weights per the module docstring, or None when no weighting applies.
+
+    `check_values=False` reads no value back to the host (no device sync): the weights exist whenever
+    the config and `hinted` call for them (1 on unhinted rows), and non-finite log-probs are not refused
+    here but come out as non-finite weights, for the caller's own guard.
+    """
     plain_rows = None
-    if config.condition_on == "plain" and hinted is not None and bool(hinted.any()):
+    if config.condition_on == "plain" and hinted is not None and (not check_values or bool(hinted.any())):
         plain_rows = hinted.bool().view(-1, 1)
     if config.tis_cap is None and plain_rows is None:
         return None
@@ -88,7 +97,7 @@ def importance_weights(
             "behaviour_logps is required when tis_cap is set or hinted rows train on the plain prompt"
         )
     log_diff = torch.where(mask.bool(), old_logps.detach() - behaviour_logps, 0.0)
-    if not torch.isfinite(log_diff).all():
+    if check_values and not torch.isfinite(log_diff).all():
         raise ValueError("behaviour_logps or old_logps are NaN or infinite on completion tokens")
     weights = torch.ones_like(log_diff)
     if config.tis_cap is not None:
@@ -123,9 +132,61 @@ def policy_loss(
     """Loss of one micro-batch (to be back-propagated as is) and its metrics as floats.
 
     `hinted` (B,) bool marks rows generated from a hinted prompt; `truncated` (B,) bool marks completions
-    cut at the max length (required when config.mask_truncated_completions).
+    cut at the max length (required when config.mask_truncated_completions). Refuses NaN/Inf advantages,
+    and NaN/Inf log-probs where importance weights are taken.
     """
-    _check_inputs(logps, old_logps, advantages, completion_mask, ref_logps, behaviour_logps)
+    _check_shapes(logps, old_logps, advantages, completion_mask, ref_logps, behaviour_logps)
+    if not torch.isfinite(advantages).all():
+        raise ValueError("advantages contain NaN or inf")
+    plain = config.condition_on == "plain" and hinted is not None
+    if plain and not bool(hinted.any()):
+        hinted, plain = (
+            None,
+            False,
+        )  # no hinted row: no plain-prompt weights (policy_loss_terms would give 1s)
+    if behaviour_logps is not None and (config.tis_cap is not None or plain):
+        old = (logps if old_logps is None else old_logps).detach()
+        if not torch.isfinite(torch.where(completion_mask.bool(), old - behaviour_logps, 0.0)).all():
+            raise ValueError("behaviour_logps or old_logps are NaN or infinite on completion tokens")
+    loss, metrics = policy_loss_terms(
+        logps,
+        old_logps,
+        advantages,
+        completion_mask,
+        config,
+        ref_logps=ref_logps,
+        behaviour_logps=behaviour_logps,
+        hinted=hinted,
+        truncated=truncated,
+        token_normaliser=token_normaliser,
+        num_micro_batches=num_micro_batches,
+        max_completion_length=max_completion_length,
+    )
+    values = torch.stack(list(metrics.values())).tolist() if metrics else []
+    return loss, dict(zip(metrics, values, strict=True))
+
+
+def policy_loss_terms(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    completion_mask: torch.Tensor,
+    config: GHPOConfig,
+    *,
+    ref_logps: torch.Tensor | None = None,
+    behaviour_logps: torch.Tensor | None = None,
+    hinted: torch.Tensor | None = None,
+    truncated: torch.Tensor | None = None,
+    token_normaliser: float | torch.Tensor | None = None,
+    num_micro_batches: int = 1,
+    max_completion_length: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`policy_loss` without reading any value back to the host: the metrics stay 0-dim tensors on the
+    device and nothing is checked that needs the tensors' values (shapes and settings still are). The
+    caller vouches for finite advantages and behaviour log-probs (the trainer's come from a validated
+    Batch); non-finite log-probs give a non-finite loss, for the caller's guard to find.
+    """
+    _check_shapes(logps, old_logps, advantages, completion_mask, ref_logps, behaviour_logps)
     for name, flags in (("hinted", hinted), ("truncated", truncated)):
         if flags is not None and flags.shape != logps.shape[:1]:
             raise ValueError(f"{name} must be (batch,) = {tuple(logps.shape[:1])}, got {tuple(flags.shape)}")
@@ -146,7 +207,7 @@ def policy_loss(
     ratio = torch.exp(torch.where(on_token, logps - old, 0.0))
     clipped = ratio.clamp(1.0 - config.eps_low, 1.0 + config.eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
-    weights = importance_weights(old, behaviour_logps, mask, config, hinted)
+    weights = importance_weights(old, behaviour_logps, mask, config, hinted, check_values=False)
     if weights is not None:
         per_token = per_token * weights
     kl = None
@@ -181,8 +242,8 @@ def policy_loss(
 
     with torch.no_grad():
         metrics = {
-            "loss": float(loss),
-            "tokens": float(mask.sum()),
+            "loss": loss.detach(),
+            "tokens": mask.sum(),
             "ratio_mean": _masked_mean(ratio, mask),
             "clip_low_fraction": _masked_mean(
                 ((ratio < 1.0 - config.eps_low) & (adv < 0)).to(mask.dtype), mask

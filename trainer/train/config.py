@@ -134,6 +134,11 @@ class RunSection(_Section):
         description="Append one JSON line per optimizer step (losses and the batch's reward-sparsity figures).",
     )
     num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads; 0 leaves torch's default.")
+    entropy: bool = Field(
+        True,
+        description="Measure the mean token entropy of each step (a metric, no gradient; computed in the "
+        "log-prob pass a chunk at a time). Off: reported as NaN, and the pass skips the softmax it needs.",
+    )
     checkpoint_at_start: bool = Field(
         False,
         description="On a fresh start (nothing to resume), checkpoint step 0 first, so a trainer killed "

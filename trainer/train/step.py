@@ -1,20 +1,22 @@
 """One optimizer step on one batch: log-probs, the core GHPO loss, backward per micro-batch, step.
 
-Per micro-batch: forward (use_cache off), completion-token log-probs in fp32 (of the policy at each
-row's sampling temperature: logits / T, as the samples were drawn), the loss of
-`ghpo.trainer.core.loss.policy_loss` (one update per batch, so old log-probs are the current ones,
+Per micro-batch: forward (use_cache off; the LM head sees the completion positions only), completion-token
+log-probs in fp32 taken a chunk of positions at a time (logprobs.py; of the policy at each row's sampling
+temperature: logits / T, as the samples were drawn), the loss of
+`ghpo.trainer.core.loss.policy_loss_terms` (one update per batch, so old log-probs are the current ones,
 detached: the PPO ratio is 1 and its gradient is the policy gradient), backward without DeepSpeed's
 own 1/GAS scaling (the core loss already divides by the number of micro-batches), the accumulation
 boundary set on the last one. Truncated IS (ghpo.tis_cap) weighs rows by min(exp(logp - behaviour), cap)
 against the inference engine's log-probs; with run.tis_scope="stale" only rows sampled under an older
 policy version are weighted (the others get their own log-probs as behaviour, i.e. weight 1).
 
-Also measured (no gradient): token entropy, and the trainer-vs-inference mismatch as the k3 estimate of
-KL(behaviour || trainer) over completion tokens. Guard: NaN/Inf log-probs or a non-finite loss, and a
+Also measured (no gradient): token entropy (run.entropy), and the trainer-vs-inference mismatch as the k3
+estimate of KL(behaviour || trainer) over completion tokens. Every figure and flag stays on the device
+until the last backward; the step then reads them back once (a GPU stall per read, so not per micro-batch). Guard: NaN/Inf log-probs or a non-finite loss, and a
 non-finite gradient norm before the optimizer step (stage 0 checks it here; ZeRO 1-3
 skip the step themselves when clipping meets a non-finite norm) -- either way the parameters are still
 the last good ones and `NonFiniteError` says where. The log-prob/loss check is collective: a rank that
-sees NaN/Inf still runs a backward per micro-batch (the gradient collectives must match), then one all-reduce of
+sees NaN/Inf still runs every micro-batch's backward (the gradient collectives must match), then one all-reduce of
 a per-rank flag before the optimizer step makes every rank drop the gradients and raise together (the
 gradient-norm checks agree by construction: the norm is of the reduced gradients). Not here: pulling
 batches, pushing weights, checkpoints.
@@ -28,9 +30,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ghpo.shared.schemas.rollout import Batch
-from ghpo.trainer.core.loss import policy_loss
+from ghpo.trainer.core.loss import policy_loss_terms
 from ghpo.trainer.train.batches import MicroBatch, micro_batches
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.logprobs import token_logps
 from ghpo.trainer.train.ranks import rank_world
 
 
@@ -50,33 +53,43 @@ class StepResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def completion_logps(module: torch.nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the completion tokens (R, T) with gradient, token entropies (R, T) without)."""
+def completion_logps(
+    module: torch.nn.Module, mb: MicroBatch, *, entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(fp32 log-probs of the completion tokens (R, T) with gradient, token entropies (R, T) without, or
+    None when `entropy` is off). The model computes logits for the T positions that predict completion
+    tokens only (the LM head never sees the prompt); `token_logps` reduces them a chunk at a time."""
+    width_t = mb.completion_ids.size(1)
+    # position P - 1 + t predicts completion token t: exactly those positions, so that the logits are a
+    # tensor of their own (a slice of a longer one would get a zero-filled gradient of the whole in backward)
+    keep = torch.arange(mb.prompt_width - 1, mb.prompt_width - 1 + width_t, device=mb.input_ids.device)
     out = module(
         input_ids=mb.input_ids,
         attention_mask=mb.attention_mask,
         position_ids=mb.position_ids,
         use_cache=False,
+        logits_to_keep=keep,
     )
-    width_t = mb.completion_ids.size(1)
-    logits = out.logits[:, mb.prompt_width - 1 : mb.prompt_width - 1 + width_t].float()
-    if bool((mb.temperatures != 1.0).any()):  # the policy that sampled them: softmax(logits / T)
-        logits = logits / mb.temperatures[:, None, None]
-    log_probs = torch.log_softmax(logits, dim=-1)
-    logps = log_probs.gather(-1, mb.completion_ids.unsqueeze(-1)).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return logps, entropy
+    logits = out.logits
+    if logits.size(1) != width_t:  # a model that ignores logits_to_keep: every position's logits
+        logits = logits[:, mb.prompt_width - 1 : mb.prompt_width - 1 + width_t]
+    del out  # the logits' storage takes their gradient in backward: no other reference may read it
+    return token_logps(logits, mb.completion_ids, mb.temperatures, entropy=entropy)
 
 
-def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(torch.where(mask.bool(), values, 0.0).sum())
+def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.bool(), values, 0.0).sum()
 
 
 def mismatch_k3(logps: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(behaviour || trainer) for tokens sampled by the behaviour policy."""
     log_ratio = torch.where(mask.bool(), logps.detach() - behaviour, 0.0)
     return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(min=0.0)  # >= 0 exactly; rounding aside
+
+
+# The step's sums, accumulated on the device in one vector (read once, after the last micro-batch).
+_SUMS = ("loss", "entropy", "kl", "is_weight_mean", "clip_low_fraction", "clip_high_fraction")
+_EXTRA = _SUMS[3:]  # policy_loss metrics, token-weighted over the step's micro-batches
 
 
 def train_step(
@@ -97,33 +110,27 @@ def train_step(
         group_by_length=config.deepspeed.group_by_length,
     )
     device = engine.device
-    total_tokens = sum(mb.tokens for mb in mbs)
+    counts = [mb.completion_mask.sum().to(device) for mb in mbs]  # tensors: nothing is read back here
+    total = torch.stack(counts).sum()
     # dapo: the step's tokens over all ranks, divided by the ranks whose gradients DeepSpeed averages
-    normaliser = _global_sum(total_tokens, device) / world if world > 1 else total_tokens
+    normaliser = _global_sum(total) / world if world > 1 else total
     longest = max(mb.completion_ids.size(1) for mb in mbs)
-    sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0}
-    extra: dict[str, float] = {}
-    problem: str | None = None  # this rank's first non-finite log-prob or loss
+    sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
+    bad = torch.zeros((len(mbs), 2), dtype=torch.bool, device=device)  # per micro-batch: logps, loss
+    seen: set[str] = set()
     for index, mb in enumerate(mbs):
         mb = _to(mb, device)
         engine.set_gradient_accumulation_boundary(index == len(mbs) - 1)
-        logps, entropy = completion_logps(engine, mb)
-        finite = torch.isfinite(torch.where(mb.completion_mask.bool(), logps.detach(), 0.0)).all()
-        if problem is None and not bool(finite):
-            problem = (
-                f"non-finite log-probs (the forward produced NaN/Inf) in micro-batch {index} of batch "
-                f"{batch.batch_id} at step {train.global_steps + 1}; the step was not applied"
-            )
-        if problem is not None:
-            # the loss is meaningless now, but the other ranks' gradient collectives still need this
-            # rank's: a backward through the same graph keeps them in step (the gradients are dropped)
-            engine.backward(logps.sum() * 0.0, scale_wrt_gas=False)
-            continue
+        logps, entropy = completion_logps(engine, mb, entropy=config.run.entropy)
+        on = mb.completion_mask.bool()
+        bad[index, 0] = ~torch.isfinite(torch.where(on, logps.detach(), 0.0)).all()
         behaviour = mb.behaviour_logps
         if ghpo.tis_cap is not None and scope == "stale":
             stale = (mb.policy_versions < policy_version).view(-1, 1)
             behaviour = torch.where(stale, behaviour, logps.detach())
-        loss, metrics = policy_loss(
+        # no value is read back here: a non-finite log-prob makes a non-finite loss, and the verdict on
+        # both comes once, after the last backward (every rank runs the same gradient collectives)
+        loss, metrics = policy_loss_terms(
             logps,
             None,
             mb.advantages,
@@ -136,24 +143,34 @@ def train_step(
             num_micro_batches=len(mbs),
             max_completion_length=longest,
         )
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            problem = (
-                f"non-finite loss ({loss_value}) in micro-batch {index} of batch {batch.batch_id} at step "
-                f"{train.global_steps + 1}; the step was not applied"
-            )
-        # even after a problem: every rank must run the same gradient collectives (the verdict is below)
+        bad[index, 1] = ~torch.isfinite(loss.detach())
         engine.backward(loss, scale_wrt_gas=False)
-        sums["loss"] += loss_value
-        sums["entropy"] += _masked_sum(entropy, mb.completion_mask)
-        sums["kl"] += _masked_sum(
-            mismatch_k3(logps, mb.behaviour_logps, mb.completion_mask), mb.completion_mask
+        terms = [loss.detach(), _masked_sum(entropy, on) if entropy is not None else loss.new_zeros(())]
+        terms.append(_masked_sum(mismatch_k3(logps, mb.behaviour_logps, mb.completion_mask), on))
+        terms += [metrics[key] * counts[index] if key in metrics else loss.new_zeros(()) for key in _EXTRA]
+        sums += torch.stack(terms).to(sums.dtype)
+        seen.update(key for key in _EXTRA if key in metrics)
+    norm = _grad_norm_tensor(train)
+    ranks = torch.zeros(world, device=device)  # every rank's verdict, one flag each (see _agree_finite)
+    ranks[rank] = bad.any().float()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(ranks)
+    # the one read of the step: every figure, this rank's flags, the ranks' verdicts, the gradient norm
+    parts = [total.double().view(1), sums, bad.flatten().double(), ranks.double(), norm.double().view(-1)]
+    total_tokens, *values = torch.cat(parts).tolist()
+    total_tokens = int(total_tokens)
+    summed, values = dict(zip(_SUMS, values[: len(_SUMS)], strict=True)), values[len(_SUMS) :]
+    flagged, values = values[: bad.numel()], values[bad.numel() :]
+    verdicts, values = values[:world], values[world:]
+    _agree_finite(train, _problem(flagged, summed["loss"], batch.batch_id, train), verdicts, batch.batch_id)
+    grad_norm = values[0] if values else None
+    if grad_norm is not None and not math.isfinite(grad_norm):  # stage 0: checked before the step
+        train.engine.zero_grad()
+        raise NonFiniteError(
+            f"non-finite gradient norm ({grad_norm}) at step {train.global_steps + 1}; the step was not applied"
         )
-        for key in ("is_weight_mean", "clip_low_fraction", "clip_high_fraction"):
-            if key in metrics:
-                extra[key] = extra.get(key, 0.0) + metrics[key] * mb.tokens / max(1, total_tokens)
-    _agree_finite(train, problem, batch.batch_id)
-    grad_norm = _grad_norm_before_step(train)
     lr = train.lr()
     engine.step()
     if grad_norm is None:
@@ -164,31 +181,34 @@ def train_step(
             f"{train.global_steps}; the optimizer step was skipped"
         )
     return StepResult(
-        loss=sums["loss"],
+        loss=summed["loss"],
         grad_norm=grad_norm,
-        entropy=sums["entropy"] / max(1, total_tokens),
-        mismatch_kl=sums["kl"] / max(1, total_tokens),
+        entropy=summed["entropy"] / max(1, total_tokens) if config.run.entropy else math.nan,
+        mismatch_kl=summed["kl"] / max(1, total_tokens),
         tokens=total_tokens,
         rows=sum(mb.rows for mb in mbs),
         lr=lr,
-        extra=extra,
+        extra={key: summed[key] / max(1, total_tokens) for key in _EXTRA if key in seen},
     )
 
 
-def _agree_finite(train: TrainEngine, problem: str | None, batch_id: str) -> None:
-    """All ranks' verdict on the log-probs and losses of this step (one all-reduce of a flag per rank):
-    when any rank saw NaN/Inf, every rank drops the gradients and raises, so all of them stop together
-    (and checkpoint together) instead of the healthy ones waiting forever in the next collective."""
-    rank, world = rank_world()
-    if world > 1:
-        import torch.distributed as dist
+def _problem(flagged: list[float], loss: float, batch_id: str, train: TrainEngine) -> str | None:
+    """This rank's first non-finite log-prob or loss, in words (None when there is none)."""
+    for index in range(len(flagged) // 2):
+        where = f"in micro-batch {index} of batch {batch_id} at step {train.global_steps + 1}"
+        if flagged[2 * index]:
+            return f"non-finite log-probs (the forward produced NaN/Inf) {where}; the step was not applied"
+        if flagged[2 * index + 1]:
+            return f"non-finite loss ({loss}) {where}; the step was not applied"
+    return None
 
-        flags = torch.zeros(world, device=train.engine.device)
-        flags[rank] = float(problem is not None)
-        dist.all_reduce(flags)
-        bad = [r for r in range(world) if flags[r].item() > 0]
-    else:
-        bad = [0] if problem is not None else []
+
+def _agree_finite(train: TrainEngine, problem: str | None, verdicts: list[float], batch_id: str) -> None:
+    """All ranks' verdict on the log-probs and losses of this step (`verdicts`: one flag per rank, all-
+    reduced): when any rank saw NaN/Inf, every rank drops the gradients and raises, so all of them stop
+    together (and checkpoint together) instead of the healthy ones waiting forever in the next collective."""
+    rank, world = rank_world()
+    bad = [r for r, flag in enumerate(verdicts) if flag > 0]
     if not bad:
         return
     train.engine.zero_grad()
@@ -202,26 +222,22 @@ def _agree_finite(train: TrainEngine, problem: str | None, batch_id: str) -> Non
     raise NonFiniteError(problem)
 
 
-def _grad_norm_before_step(train: TrainEngine) -> float | None:
-    """Stage 0: the global norm of the accumulated gradients, raising if non-finite (ZeRO: None)."""
+def _grad_norm_tensor(train: TrainEngine) -> torch.Tensor:
+    """Stage 0: the global norm of the accumulated gradients, on the device (ZeRO: empty, DeepSpeed
+    computes its own in the step)."""
     if train.zero_stage != 0:
-        return None
+        return torch.zeros(0, device=train.engine.device)
     grads = [p.grad for p in train.module.parameters() if p.grad is not None]
-    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
-    if not math.isfinite(norm):
-        train.engine.zero_grad()
-        raise NonFiniteError(
-            f"non-finite gradient norm ({norm}) at step {train.global_steps + 1}; the step was not applied"
-        )
-    return norm
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def _global_sum(value: float, device: torch.device) -> float:
+def _global_sum(value: torch.Tensor) -> torch.Tensor:
+    """`value` summed over the ranks, left on the device (the loss takes a tensor normaliser)."""
     import torch.distributed as dist
 
-    tensor = torch.tensor([float(value)], device=device)
+    tensor = value.detach().float().view(1).clone()
     dist.all_reduce(tensor)
-    return float(tensor.item())
+    return tensor[0]
 
 
 def _to(mb: MicroBatch, device: torch.device) -> MicroBatch:
