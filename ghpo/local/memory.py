@@ -1,15 +1,18 @@
 """How much memory training a model takes, estimated from its config: what sizes `micro_batch_size =
 "auto"` and what refuses a micro-batch that cannot fit, before `ghpo run` starts anything.
 
-The estimate, for fp32 training without gradient checkpointing (the trainer's step: full logits, their
-log-softmax over the completion, the gradients), per row of T tokens:
-    logits side    4 x T x vocab x 4 bytes
+The estimate, for training without gradient checkpointing (the trainer's step: the LM head's logits of the
+completion positions only, their log-probs taken a chunk at a time and their gradient written into the
+logits' own storage: ghpo.trainer.train.logprobs), per row of T tokens:
+    logits side    T x vocab x (4 bytes in fp32, 2 in bf16/fp16)                (one logits tensor)
     layers         n_layers x (10 x hidden + 4 x intermediate) x T x 4 bytes   (activations kept for backward)
 With gradient checkpointing only each layer's input is kept (n_layers x hidden x T x 4) plus one layer's
 full set; bf16/fp16 halve the layer term. Fixed: 16 bytes per parameter (weights, gradients, AdamW's two
-moments). Measured on SmolLM2-135M (this 2-core machine, torch 2.13, 700-token rows): 1.36 GiB per extra
-row against the estimate's 1.44; one row with the fixed part 2.95 GiB (peak RSS) against 3.45. A row is taken as
-`services.max_model_len` tokens, the longest it can be.
+moments) and the log-prob pass's fp32 chunk temporaries (2 chunks of logprobs.CHUNK_BYTES). The layer
+term was measured on SmolLM2-135M (this 2-core machine, torch 2.13, 700-token rows): 1.36 GiB per extra
+row against 1.44 estimated, when the logits side was still 4 fp32 copies. A row is taken as
+`services.max_model_len` tokens, the longest it can be; tests/unit/test_local_memory.py holds the whole
+estimate to within 25% of a measured step on CPU.
 
 On a CPU the memory the trainer may use is what the kernel reports available (MemAvailable) less what
 the inference engine will take (its KV cache, the model's weights, 2 GiB of engine overhead) and 0.3 GiB
@@ -33,6 +36,8 @@ AUTO_SHARE = 0.7
 BYTES_PER_PARAMETER = 16
 ENGINE_OVERHEAD_BYTES = 2 * GiB
 VERIFIER_WORKER_BYTES = int(0.3 * GiB)
+LOGPROB_CHUNK_BYTES = 64 * 1024 * 1024  # ghpo.trainer.train.logprobs.CHUNK_BYTES (no torch import here)
+LOGPROB_CHUNKS = 2
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -82,8 +87,9 @@ def training_memory(
     layer_bytes = layer_values * tokens * 4
     if precision in ("bf16", "fp16"):
         layer_bytes //= 2
-    row = 4 * tokens * vocab * 4 + layer_bytes
-    return TrainingMemory(BYTES_PER_PARAMETER * parameter_count(model_dir), row)
+    logits_bytes = tokens * vocab * (2 if precision in ("bf16", "fp16") else 4)
+    fixed = BYTES_PER_PARAMETER * parameter_count(model_dir) + LOGPROB_CHUNKS * LOGPROB_CHUNK_BYTES
+    return TrainingMemory(fixed, logits_bytes + layer_bytes)
 
 
 def mem_available() -> int:
