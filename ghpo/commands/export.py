@@ -1,8 +1,9 @@
-"""`ghpo export --run-dir RUN [--out DIR]`: the trained policy of a `ghpo run` folder as a Hugging Face folder.
+"""`ghpo export --run-dir RUN [--out DIR] [--merged]`: the trained policy of a `ghpo run` folder as a Hugging Face folder.
 
 Takes the run's latest complete checkpoint (or `--checkpoint step-...`) and writes config, safetensors
 weights, tokenizer (chat template included) and generation config that transformers, vLLM and
-`ghpo eval --model DIR` load. Not here: the export itself (ghpo.local.export, ghpo.trainer.train.export).
+`ghpo eval --model DIR` load; a LoRA run's adapter as a PEFT folder (`--merged`: the merged model, adapter
+inside). Not here: the export itself (ghpo.local.export, ghpo.trainer.train.export).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", type=Path, required=True, help="the `ghpo run` folder")
     p.add_argument("--out", type=Path, help="destination folder (default: RUN_DIR/export)")
     p.add_argument("--checkpoint", help="checkpoint folder name, e.g. step-000000020 (default: the latest)")
+    p.add_argument(
+        "--merged",
+        action="store_true",
+        help="LoRA runs: write the merged model (a Hugging Face folder) with the adapter in its adapter/ "
+        "subfolder, instead of the adapter alone (a PEFT folder)",
+    )
     p.set_defaults(func=run)
 
 
@@ -26,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ghpo.trainer.train.export import ExportError
 
     try:
-        path = export_run(args.run_dir, args.out, checkpoint=args.checkpoint)
+        path = export_run(args.run_dir, args.out, checkpoint=args.checkpoint, merged=args.merged)
     except ExportError as exc:
         raise CliError(str(exc)) from None
     print(path)

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("trainer", "INFO", False)
     try:
         run_training(config)
+    except ConfigError as exc:  # found when the model is built (a LoRA target the model lacks)
+        raise CliError(str(exc)) from None
     except SettingsError as exc:  # the status API refused its settings (production without a strong token)
         from ghpo.trainer.train.config import TOKEN_ENV
 

@@ -4,7 +4,8 @@ The run folder says everything the export needs: `trainer.toml` names the model 
 from and where its checkpoints are, `run-config.json` holds the prompt template it trained with (recorded
 in the export, so `ghpo eval --model <export>` asks the way the policy was trained). By default the
 export goes to `<run_dir>/export/`; `ghpo run` writes it there when it ends (unless `[run] export =
-false`), replacing the previous one.
+false`), replacing the previous one. A LoRA run (`[model.lora]` in trainer.toml) exports its adapter as
+a PEFT folder, or with `merged` (what `ghpo run` writes) the merged model with the adapter in `adapter/`.
 
 What it deliberately does not do: the conversion itself (ghpo.trainer.train.export), or stop a run whose
 export failed (the checkpoints stay; `ghpo export --run-dir` can try again).
@@ -17,15 +18,19 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from ghpo.trainer.train.export import ExportError, export_checkpoint, latest_checkpoint
+from ghpo.trainer.train.config import LoraSection
+from ghpo.trainer.train.export import ExportError, export_adapter, export_checkpoint, latest_checkpoint
 
 EXPORT_DIR = "export"
 TRAINER_CONFIG = "trainer.toml"
 RUN_CONFIG = "run-config.json"
 
 
-def export_run(run_dir: Path, out: Path | None = None, *, checkpoint: str | None = None) -> Path:
-    """Export the run's latest checkpoint (or the one named) to `out` (default <run_dir>/export)."""
+def export_run(
+    run_dir: Path, out: Path | None = None, *, checkpoint: str | None = None, merged: bool = False
+) -> Path:
+    """Export the run's latest checkpoint (or the one named) to `out` (default <run_dir>/export). A LoRA
+    run exports its adapter (PEFT folder), or with `merged` the merged model with the adapter inside."""
     run_dir = Path(run_dir)
     config_path = run_dir / TRAINER_CONFIG
     if not config_path.is_file():
@@ -42,7 +47,11 @@ def export_run(run_dir: Path, out: Path | None = None, *, checkpoint: str | None
     run_config = run_dir / RUN_CONFIG
     prompt = json.loads(run_config.read_text()).get("prompt") if run_config.is_file() else None
     info = {"run_dir": str(run_dir), **({"prompt": prompt} if prompt else {})}
-    return export_checkpoint(folder, base_model, Path(out) if out else run_dir / EXPORT_DIR, info=info)
+    out = Path(out) if out else run_dir / EXPORT_DIR
+    lora = trainer["model"].get("lora")
+    if lora is not None:
+        return export_adapter(folder, base_model, LoraSection(**lora), out, merged=merged, info=info)
+    return export_checkpoint(folder, base_model, out, info=info)
 
 
 def export_at_end(run_dir: Path, enabled: bool, log: Callable[[str], None] = print) -> Path | None:
@@ -51,7 +60,7 @@ def export_at_end(run_dir: Path, enabled: bool, log: Callable[[str], None] = pri
         return None
     log("exporting the trained policy ...")
     try:
-        path = export_run(run_dir)
+        path = export_run(run_dir, merged=True)  # a LoRA run's too: `ghpo eval --model` needs a model
     except ExportError as exc:
         log(f"export skipped: {exc}")
         return None

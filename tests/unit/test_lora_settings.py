@@ -76,3 +76,12 @@ def test_the_deploy_examples_lora_block_uncommented_is_a_valid_trainer_config(ex
     data = tomllib.loads(uncommented)
     data["run"] = {**data.get("run", {}), "steps": 1, "checkpoint_dir": "c"}
     assert parse_config(data).model.lora == parse_run_config({"model": {"lora": {}}}).model.lora
+
+
+def test_the_trainer_started_without_preflight_refuses_a_missing_target_module_naming_the_key():
+    from ghpo.trainer.tiny import ensure_tiny_model
+    from ghpo.trainer.train.config import LoraSection
+    from ghpo.trainer.train.engine import load_model
+
+    with pytest.raises(ConfigError, match=r"^model\.lora\.target_modules: .*query_key_value"):
+        load_model(str(ensure_tiny_model()), False, LoraSection(target_modules=["query_key_value"]))

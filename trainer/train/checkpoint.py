@@ -3,7 +3,9 @@ broker snapshot, in one folder per step.
 
 Layout under `run.checkpoint_dir`:
     step-000000120/      complete checkpoints only (a folder is renamed into place when complete)
-        deepspeed/       engine.save_checkpoint (module, optimizer, LR scheduler), tag "ds"
+        deepspeed/       engine.save_checkpoint (module, optimizer, LR scheduler), tag "ds"; with LoRA
+                         the module part is the adapters (the frozen base is the model folder's; only
+                         a tied output head's alias of the embedding stays in, DeepSpeed names it once)
         rng-rank{r}.pt   python / numpy / torch RNG states of each rank
         broker.ndjson    GET /v1/snapshot of the broker, when one is configured
         trainer_state.json
@@ -96,7 +98,15 @@ class Checkpointer:
                 shutil.rmtree(leftover, ignore_errors=True)
             tmp.mkdir()
         ranks.barrier()
-        train.engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, client_state={}, save_latest=False)
+        # With LoRA the frozen base is the model folder's, not saved: the adapters and their optimizer
+        # state are the policy's checkpoint.
+        train.engine.save_checkpoint(
+            str(tmp / "deepspeed"),
+            tag=DS_TAG,
+            client_state={},
+            save_latest=False,
+            exclude_frozen_parameters=train.lora,
+        )
         rng = {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -161,7 +171,10 @@ class Checkpointer:
 
     def load(self, train: TrainEngine, folder: Path) -> tuple[TrainerState, bytes | None]:
         """Restore engine and RNG states from `folder`; returns its trainer state and broker snapshot."""
-        load_path, _ = train.engine.load_checkpoint(str(folder / "deepspeed"), tag=DS_TAG)
+        # LoRA checkpoints hold the adapters only (the base stays as loaded): not a strict module load.
+        load_path, _ = train.engine.load_checkpoint(
+            str(folder / "deepspeed"), tag=DS_TAG, load_module_strict=not train.lora
+        )
         if load_path is None:
             raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder / 'deepspeed'}")
         train.apply_lr_schedule()

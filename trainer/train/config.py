@@ -1,10 +1,10 @@
 """The trainer's run config: one TOML file -> a validated, frozen `TrainConfig`.
 
 Sections (unknown sections and keys are errors, so a misspelt key never silently keeps its default):
-[model] path and, for LoRA, [model.lora]; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the LR schedule; [deepspeed] ZeRO
-stage, precision, gradient checkpointing, micro-batch size; [run] steps, seed, checkpoints, stop rules,
-the status/metrics port; [services] the rollout server, inference replicas (a URL list and/or a DNS
-name), broker and token.
+[model] path and, for LoRA, [model.lora]; [ghpo] the algorithm (`GHPOConfig`); [optim] AdamW and the
+LR schedule; [deepspeed] ZeRO stage, precision, gradient checkpointing, micro-batch size; [run] steps,
+seed, checkpoints, stop rules, the status/metrics port; [services] the rollout server, inference
+replicas (a URL list and/or a DNS name), broker and token.
 `services.token` may instead come from $GHPO_TRAINER_TOKEN, and the `[ghpo]` keys from the GHPO_ALGORITHM_*
 variables that the broker and the rollout server read too (ghpo.shared.algorithm.environment: a
 deployment sets them once for all three): they fill the keys the file leaves out, and a key set both ways

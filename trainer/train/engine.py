@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ghpo.trainer.train.config import OptimSection, TrainConfig
+from ghpo.trainer.train.config import LoraSection, OptimSection, TrainConfig
 
 # DeepSpeed compiles its CPU comm op on first use into TORCH_EXTENSIONS_DIR, by default one folder under
 # ~/.cache shared by every environment of the user: two virtualenvs at different paths (a checkout and a
@@ -49,7 +49,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # DeepSpeed drops an empty group (LoRA adapters are all matrices): the LR scheduler must not see it
+    return [group for group in groups if group["params"]]
 
 
 def make_optimizer(model: torch.nn.Module, optim: OptimSection) -> torch.optim.AdamW:
@@ -123,6 +125,11 @@ class TrainEngine:
         return self.engine.module
 
     @property
+    def lora(self) -> bool:
+        """Whether only LoRA adapters train (and so checkpoint and travel to inference)."""
+        return self.config.model.lora is not None
+
+    @property
     def zero_stage(self) -> int:
         return self.config.deepspeed.zero_stage
 
@@ -144,7 +151,8 @@ class TrainEngine:
         scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
-def load_model(path: str, gradient_checkpointing: bool) -> torch.nn.Module:
+def load_model(path: str, gradient_checkpointing: bool, lora: LoraSection | None = None) -> torch.nn.Module:
+    """The policy in fp32; with `lora`, wrapped by PEFT so only its adapters require gradients."""
     from transformers import AutoModelForCausalLM
 
     # fp32 master weights whatever the compute precision: DeepSpeed casts for bf16/fp16 itself.
@@ -152,6 +160,10 @@ def load_model(path: str, gradient_checkpointing: bool) -> torch.nn.Module:
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora is not None:
+        from ghpo.trainer.train.lora import apply_lora
+
+        model = apply_lora(model, lora)
     model.train()
     return model
 
@@ -165,7 +177,7 @@ def build_engine(config: TrainConfig) -> TrainEngine:
         torch.set_num_threads(config.run.num_threads)
     init_distributed()
     seed_everything(config.run.seed)
-    model = load_model(config.model.path, config.deepspeed.gradient_checkpointing)
+    model = load_model(config.model.path, config.deepspeed.gradient_checkpointing, config.model.lora)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, config.run.steps)
     engine, _, _, _ = deepspeed.initialize(

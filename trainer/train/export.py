@@ -13,6 +13,10 @@ From one complete checkpoint (checkpoint.py's layout) and the model folder the r
 The folder is written under a temporary name and renamed into place; an earlier export at the same place
 is replaced, any other non-empty folder is refused.
 
+A LoRA run's checkpoint holds the adapters alone: `export_adapter` writes them as a PEFT adapter folder
+(loaded onto the starting folder's weights, exactly as trained), or with `merged` the merged model as above
+and the adapter in its `adapter/` subfolder.
+
 What it deliberately does not do: pick the run folder's files (ghpo.local.export does), convert dtypes
 other than to fp32, or upload anything.
 """
@@ -23,8 +27,12 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ghpo.trainer.train.config import LoraSection
 
 # Imports of torch, transformers and the checkpoint layout wait for a function that needs them:
 # `ghpo eval` reads EXPORT_INFO of a model folder without loading any of them.
@@ -82,13 +90,10 @@ def export_checkpoint(
 ) -> Path:
     """Write the policy of `checkpoint` as a Hugging Face folder at `out` (module docstring); returns it."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    from ghpo.trainer.train.checkpoint import read_state
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     checkpoint, base_model, out = Path(checkpoint), Path(base_model), Path(out)
     _destination(out)
-    state = read_state(checkpoint)
     weights = checkpoint_weights(checkpoint)
     config = AutoConfig.from_pretrained(base_model)
     config.dtype = torch.float32
@@ -98,10 +103,62 @@ def export_checkpoint(
     except RuntimeError as exc:  # another architecture than the starting folder's: say which keys
         raise ExportError(f"{checkpoint} does not fit the model in {base_model}: {exc}") from None
     model.tie_weights()
+    return _publish(checkpoint, base_model, out, info, lambda tmp: model.save_pretrained(tmp))
+
+
+def export_adapter(
+    checkpoint: Path,
+    base_model: Path,
+    lora: LoraSection,
+    out: Path,
+    *,
+    merged: bool = False,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """A LoRA run's checkpoint out: the adapter as a PEFT folder at `out` (adapter_config.json,
+    adapter_model.safetensors; `PeftModel.from_pretrained(base, out)` loads it), or with `merged` the
+    merged model as a Hugging Face folder at `out` and the adapter in `out/adapter`; tokenizer, generation
+    config and ghpo_export.json alongside. Returns `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ghpo.trainer.train.lora import apply_lora
+
+    checkpoint, base_model, out = Path(checkpoint), Path(base_model), Path(out)
+    _destination(out)
+    weights = checkpoint_weights(checkpoint)
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32), lora)
+    adapters = {name for name, param in model.named_parameters() if param.requires_grad}
+    missing = sorted(adapters - set(weights))  # every adapter from the checkpoint; the base from base_model
+    if missing:
+        raise ExportError(
+            f"{checkpoint} does not hold the adapters [model.lora] describes on {base_model} "
+            f"(no {missing[0]} and {len(missing) - 1} more)"
+        )
+    model.load_state_dict({name: weights[name] for name in adapters}, strict=False)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp / "adapter" if merged else tmp)
+        if merged:
+            model.merge_and_unload().save_pretrained(tmp)
+
+    return _publish(checkpoint, base_model, out, {"lora": lora.model_dump(), **(info or {})}, write)
+
+
+def _publish(
+    checkpoint: Path, base_model: Path, out: Path, info: dict[str, Any] | None, write: Callable[[Path], None]
+) -> Path:
+    """`write(tmp)` the weights, add the tokenizer, generation config and ghpo_export.json, then rename
+    the folder into place at `out` (replacing an earlier export there)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from ghpo.trainer.train.checkpoint import read_state
+
+    state = read_state(checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        write(tmp)
         AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
         if (base_model / "generation_config.json").is_file():
             GenerationConfig.from_pretrained(base_model).save_pretrained(tmp)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ghpo.shared.http import SyncServiceClient
 from ghpo.shared.schemas.inference import (
+    AdapterSpec,
     TensorSlice,
     TensorSpec,
     WeightsStatus,
@@ -98,10 +99,12 @@ def push_weights(
     *,
     max_chunk_bytes: int | None = None,
     chunks: list[Chunk] | None = None,
+    adapter: AdapterSpec | None = None,
 ) -> WeightsStatus:
     """Push `tensors` as weights version `version`; returns the service's status after the commit.
 
     Without `max_chunk_bytes`, buckets fill to the service's limit (asked first) less header room.
+    With `adapter`, `tensors` are a LoRA adapter's (wire names, ghpo.trainer.train.lora), not weights.
     """
     if chunks is None:
         if max_chunk_bytes is None:
@@ -118,6 +121,7 @@ def push_weights(
         total_bytes=sum(len(c.body) for c in chunks),
         num_chunks=len(chunks),
         checksum=checksum,
+        adapter=adapter,
     )
     session = client.request_json(
         "POST", "/v1/weights/updates", json=begin, response_model=WeightUpdateSession

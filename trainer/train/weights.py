@@ -4,7 +4,9 @@
 bucket's parameters are gathered together with one `deepspeed.zero.GatheredParameters` (one collective
 per bucket, not per parameter); under bf16/fp16 the fp32 master copy is read where DeepSpeed keeps one.
 Names are the Hugging Face checkpoint's: a tied `lm_head.weight` is not a separate parameter, so it is
-never sent (the inference service refuses names its checkpoint does not store).
+never sent (the inference service refuses names its checkpoint does not store). With LoRA
+(`[model.lora]`) the buckets hold the adapters alone, under their wire names (lora.py), and a push
+announces them as an adapter: the replicas merge it into their base weights.
 
 `WeightSync` pushes one version to every inference replica over HTTP (`push_weights`, the chunks packed
 once and reused). The replicas are a fixed URL list and/or the addresses one DNS name resolves to
@@ -34,9 +36,10 @@ import torch
 from ghpo.shared.http import SyncServiceClient
 from ghpo.shared.logs import get_logger
 from ghpo.shared.replica_dns import Lookup, replica_urls, system_lookup
-from ghpo.shared.schemas.inference import WeightsStatus
+from ghpo.shared.schemas.inference import AdapterSpec, WeightsStatus
 from ghpo.trainer.train import metrics
 from ghpo.trainer.train.engine import TrainEngine
+from ghpo.trainer.train.lora import adapter_parameters
 from ghpo.trainer.train.push_http import HEADER_ROOM_BYTES, pack_chunks, push_weights
 from ghpo.trainer.train.push_nccl import push_weights_nccl
 from ghpo.trainer.train.ranks import rank, rank0_decides
@@ -77,7 +80,7 @@ def gather_buckets(
     """Buckets of full tensors on the CPU, in parameter order, every rank participating under ZeRO-3."""
     zero3 = train.zero_stage == 3
     precision = train.config.deepspeed.precision
-    named = list(train.module.named_parameters())
+    named = adapter_parameters(train.module) if train.lora else list(train.module.named_parameters())
     for bucket in _buckets(named, bucket_bytes, zero3):
         if zero3:
             import deepspeed
@@ -195,6 +198,8 @@ class WeightSync:
         chunk_bytes = None
         chunks = None
         ok = 0
+        lora = train.config.model.lora
+        adapter = AdapterSpec(scaling=lora.scaling) if lora is not None else None
         for replica in targets:
             if replica.served_version is not None and replica.served_version >= version:
                 log.warning(
@@ -215,7 +220,7 @@ class WeightSync:
                     limit = replica.client.request_json("GET", "/v1/weights", response_model=WeightsStatus)
                     chunk_bytes = max(1, min(self.bucket_bytes, limit.max_chunk_bytes - HEADER_ROOM_BYTES))
                     chunks = pack_chunks(tensors, chunk_bytes)
-                status = push_weights(replica.client, tensors, version, chunks=chunks)
+                status = push_weights(replica.client, tensors, version, chunks=chunks, adapter=adapter)
                 replica.served_version = status.policy_version
                 metrics.WEIGHT_SYNC_BYTES.inc(sum(len(c.body) for c in chunks))
                 ok += 1
