@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ghpo import __version__
 from ghpo.errors import CliError
+from ghpo.shared.progress_bars import follow_terminal
 
 # Order is the order `ghpo --help` lists them in.
 COMMAND_MODULES = [
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    follow_terminal()  # libraries' progress bars: on a terminal only, as ghpo's own
     try:
         return int(args.func(args) or 0)
     except CliError as exc:

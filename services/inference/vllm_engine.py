@@ -29,6 +29,7 @@ from typing import Any
 from ghpo.services.inference.adapters import read_marker
 from ghpo.services.inference.engine import Completion, FinishReason, SamplingSpec
 from ghpo.shared.logs import get_logger
+from ghpo.shared.progress_bars import bars_shown
 
 log = get_logger(__name__)
 
@@ -72,6 +73,7 @@ def engine_args(
         logprobs_mode=logprobs_mode,
         # vLLM's own Prometheus collectors would clash across engines in one process (tests, benches).
         disable_log_stats=True,
+        use_tqdm_on_load=bars_shown(),  # its weight-loading bar ignores tqdm's switches (shared.progress_bars)
         worker_extension_cls="ghpo.services.inference.vllm_worker.GhpoWorkerExtension",
         **extra,
     )

@@ -10,6 +10,8 @@ optimizer partitions (DeepSpeed's zero_to_fp32), a path of its own: both are che
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -107,6 +109,30 @@ def test_ghpo_export_reads_the_run_folder_records_its_prompt_and_replaces_only_a
     with pytest.raises(ExportError, match="not an earlier ghpo export"):
         export_checkpoint(checkpoint, model_dir, occupied)
     assert main(["export", "--run-dir", str(tmp_path / "nothing")]) == 2  # one line, no traceback
+
+
+def test_ghpo_export_into_a_log_file_writes_no_carriage_return(model_dir, tmp_path):
+    """transformers' "Writing model shards" bar redraws with carriage returns; in a log file (`make run >
+    run.log 2>&1`, a service's log) the libraries' bars are off, as ghpo's own are."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trained_checkpoint(model_dir, run_dir / "checkpoints", 0)
+    (run_dir / "trainer.toml").write_text(
+        f'[model]\npath = "{model_dir}"\n\n[run]\nsteps = 1\ncheckpoint_dir = "{run_dir / "checkpoints"}"\n'
+    )
+    log = tmp_path / "export.log"
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ghpo", "export", "--run-dir", str(run_dir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
+    text = log.read_bytes()
+    assert proc.returncode == 0, text[-2000:]
+    assert (run_dir / "export" / "model.safetensors").is_file()  # the model was written
+    assert b"\r" not in text, text[-2000:]
+    assert str(run_dir / "export").encode() in text
 
 
 def test_eval_asks_an_exported_policy_with_the_prompt_it_was_trained_with(model_dir, tmp_path):
