@@ -26,10 +26,12 @@ bytes). Headline: trainer.logprob_peak_over_logits_4x4096 (new path), target <= 
 
     .venv/bin/python bench/trainer_memory.py [--cap-gib 14] [--sizes 4x1024,4x4096]
 
-`--quick`: 4 x 1,024 only (the three paths). Also timed, in this process: the new path against the old one
-on the tiny world's model (16 rows x 96 completion tokens after a 40-token prompt, fp32, one thread),
-forward + backward, alternating, medians (`trainer.logprob_microstep_s_tiny`, baseline the old path):
-the chunked path must not cost the tiny world time.
+`--quick`: 4 x 256 only (the three paths; a smoke run, about 2 minutes). Also timed, in this process:
+the new path against the old one on the tiny world's model (16 rows x 96 completion tokens after a
+40-token prompt, fp32, one thread), forward + backward, alternating, medians
+(`trainer.logprob_microstep_s_tiny`, baseline the old path): the chunked path must not cost the tiny
+world time. On this 2-core CPU without bf16 instructions the LM head's bf16 matmul is slow: at 4 x 4,096
+one path takes 20 minutes or more.
 """
 
 from __future__ import annotations
@@ -221,8 +223,10 @@ def measure(path: str, rows: int, tokens: int, cap_gib: float) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if lines:
         return json.loads(lines[-1])
+    if done.returncode < 0:  # killed from outside (a timeout, a person): no verdict on memory
+        return {"fits": False, "killed": True, "error": f"killed by signal {-done.returncode}"}
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-    return {"fits": False, "error": f"exit {done.returncode}: {tail}"}  # killed, or failed outside the step
+    return {"fits": False, "error": f"exit {done.returncode}: {tail}"}  # failed outside the step
 
 
 def main() -> None:
@@ -232,7 +236,7 @@ def main() -> None:
     )
     parser.add_argument("--cap-gib", type=float, default=MAX_CAP_GIB, help=f"per path, at most {MAX_CAP_GIB}")
     parser.add_argument("--sizes", default="4x1024,4x4096", help="rows x completion tokens, comma-separated")
-    parser.add_argument("--quick", action="store_true", help="4 x 1024 only, 5 timed repeats")
+    parser.add_argument("--quick", action="store_true", help="4 x 256 only, 5 timed repeats")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats of the tiny-model comparison")
     parser.add_argument("--child", nargs=3, metavar=("PATH", "ROWS", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,7 +244,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]), cap_gib)
         return
-    sizes = [tuple(int(x) for x in s.split("x")) for s in ("4x1024" if args.quick else args.sizes).split(",")]
+    sizes = [tuple(int(x) for x in s.split("x")) for s in ("4x256" if args.quick else args.sizes).split(",")]
     print(
         f"Qwen2, vocabulary {VOCAB}, hidden 8, 1 layer, bf16; prompt {PROMPT}; cap {cap_gib:g} GiB per path"
     )
@@ -258,33 +262,39 @@ def main() -> None:
                 print(
                     f"  {path:5s} peak {r['peak'] / GIB:6.2f} GiB = {r['peak'] / logits:5.2f} x logits ({r['seconds']:.0f} s)"
                 )
+            elif r.get("killed"):
+                print(f"  {path:5s} did not finish ({r['error']})")
             else:
                 print(f"  {path:5s} does not fit in {cap_gib:g} GiB ({r['error']})")
-    for (rows, tokens), paths in results.items():
-        logits = rows * tokens * VOCAB * 2
-        new, trl, today = paths["new"], paths["trl"], paths["today"]
-        if not new["fits"]:
-            print(f"new path does not fit at {rows} x {tokens} in {cap_gib:g} GiB")
-            continue
-        size = f"{rows}x{tokens}"
-        emit_figure(
-            f"trainer.logprob_peak_over_logits_{size}",
-            new["peak"] / logits,
-            trl,
-            logits,
-            "TRL selective_log_softmax + entropy_from_logits, same model and micro-step",
-            cap_gib,
-        )
-        emit_figure(
-            f"trainer.logprob_peak_over_logits_{size}_before",
-            today["peak"] / logits if today["fits"] else None,
-            new,
-            logits,
-            "this path (new)",
-            cap_gib,
-            what="the path before issue 28 (full fp32 log_softmax)",
-        )
+        emit_size(rows, tokens, results[rows, tokens], cap_gib)
     speed(5 if args.quick else args.repeats)
+
+
+def emit_size(rows: int, tokens: int, paths: dict[str, dict], cap_gib: float) -> None:
+    """The figures of one size, printed as soon as its three paths are measured."""
+    logits = rows * tokens * VOCAB * 2
+    new, trl, today = paths["new"], paths["trl"], paths["today"]
+    if not new["fits"]:
+        print(f"new path does not fit at {rows} x {tokens} in {cap_gib:g} GiB")
+        return
+    size = f"{rows}x{tokens}"
+    emit_figure(
+        f"trainer.logprob_peak_over_logits_{size}",
+        new["peak"] / logits,
+        trl,
+        logits,
+        "TRL selective_log_softmax + entropy_from_logits, same model and micro-step",
+        cap_gib,
+    )
+    emit_figure(
+        f"trainer.logprob_peak_over_logits_{size}_before",
+        today["peak"] / logits if today["fits"] else None,
+        new,
+        logits,
+        "this path (new)",
+        cap_gib,
+        what="the path before issue 28 (full fp32 log_softmax)",
+    )
 
 
 def emit_figure(name, value, baseline, logits, baseline_name, cap_gib, what=None) -> None:
