@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -47,11 +48,29 @@ lr = 1e-4
 """
 
 
-def _steps(run_dir: Path) -> list[int]:
+def _records(run_dir: Path) -> list[dict]:
+    """The trainer's per-step records (step, batch figures, loss...)."""
     path = run_dir / "trainer-steps.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _steps(run_dir: Path) -> list[int]:
+    return [record["step"] for record in _records(run_dir)]
+
+
+DIFFICULT = "ghpo_trainer_batch_difficult_fraction"
+TRAINER_SERIES = f'{{__name__=~"{DIFFICULT}|ghpo_trainer_steps_total|ghpo_trainer_empty_batches_total"}}[1h]'
+
+
+def _after_first_step(result: list[dict]) -> dict[str, list[float]]:
+    """Each trainer series of a range query, its values from the scrapes that came after a trained step
+    (before it, the gauge holds its initial 0, not a batch's figure)."""
+    by_name = {series["metric"]["__name__"]: dict(series["values"]) for series in result}
+    steps = by_name.get("ghpo_trainer_steps_total", {})
+    trained = {at for at, value in steps.items() if float(value) >= 1}
+    return {name: [float(v) for at, v in values.items() if at in trained] for name, values in by_name.items()}
 
 
 MARK = new_mark()  # every process a run below starts carries it
@@ -96,15 +115,21 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path,
             )
             difficult = prom.wait_for("sum(ghpo_rollout_difficult_groups_total)")
             by_level = prom.wait_for("sum by (final_level) (ghpo_rollout_groups_enqueued_total)")
-            batch_difficult = prom.wait_for("ghpo_trainer_batch_difficult_fraction")
+            trainer = prom.wait_for(TRAINER_SERIES, lambda r: _after_first_step(r).get(DIFFICULT))
         assert float(difficult[0]["value"][1]) <= float(started[0]["value"][1])
         assert {series["metric"]["final_level"] for series in by_level} <= {"0", "1", "2", "3"}
-        assert 0.0 <= float(batch_difficult[0]["value"][1]) <= 1.0
 
         first.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert first.wait(120) == 130
     finally:
         stop_run(first)
+    # The scraped gauge is the difficult share of one batch's groups and, unless a batch was skipped as
+    # untrainable (it sets the gauge but trains no step), the difficult fraction of a step the trainer recorded.
+    scraped = _after_first_step(trainer)
+    groups = tomllib.loads(CONFIG)["rollout"]["batch_groups"]
+    assert all((fraction * groups).is_integer() for fraction in scraped[DIFFICULT]), scraped
+    if not any(scraped["ghpo_trainer_empty_batches_total"]):
+        assert set(scraped[DIFFICULT]) <= {step["difficult_fraction"] for step in _records(run_dir)}, scraped
     stopped_at = _steps(run_dir)[-1]
     assert stopped_at < 20, "the run finished before Ctrl-C: the interruption was not exercised"
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
