@@ -10,8 +10,8 @@ for OpenMP setup), so start-up costs three Python imports of vLLM (~40 s on a bu
 Weights: `collective_rpc("ghpo_reload_weights", folder)` (vllm_worker.py: vLLM's in-place
 `reload_weights` of every *.safetensors in the folder, plus a fix for tied embeddings) swaps weights
 in a few hundredths of a second for the tiny model; a LoRA adapter update is merged into the pristine
-base weights and loaded the same way (`ghpo_merge_adapter`, adapters.py). On CUDA the engine is also built with vLLM's
-NCCL weight-transfer backend, and `receive_nccl` runs its init -> start -> update -> finish cycle (the
+base weights and loaded the same way (`ghpo_merge_adapter`, adapters.py). On CUDA the engine is also
+built with vLLM's NCCL weight-transfer backend, and `receive_nccl` runs its init -> start -> update -> finish cycle (the
 trainer broadcasting as rank 0, one new NCCL group per update, released after it) then re-ties the
 output head. The caller (the update gate) guarantees no request is running meanwhile. Log-probs are requested as `logprobs=0`: only the sampled token's.
 Not here: versions, validation (weights.py), HTTP.

@@ -1,7 +1,8 @@
 """Methods added to vLLM's worker processes (`worker_extension_cls`), called by name with `collective_rpc`.
 
 `ghpo_merge_adapter(base, adapter, scaling)` loads the same way the base weights with a LoRA adapter
-merged in (ghpo.services.inference.adapters). `ghpo_reload_weights(folder)` is vLLM's own in-place `reload_weights` (every *.safetensors in `folder`,
+merged in (ghpo.services.inference.adapters). `ghpo_reload_weights(folder)` is vLLM's own in-place
+`reload_weights` (every *.safetensors in `folder`,
 checkpoint names, any float dtype) followed by re-tying the output head to the input embedding
 (`ghpo_retie_head`, also called after an NCCL weight transfer). Why:
 in vLLM 0.32 the layer-wise reload gives `embed_tokens` a fresh tensor, so a model with tied embeddings
