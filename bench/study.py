@@ -1,11 +1,16 @@
-"""The GHPO-vs-GRPO study at an equal generation budget: four methods x seeds, each one `ghpo run`.
+"""The GHPO-vs-GRPO study at an equal generation budget: methods x seeds, each one `ghpo run`.
 
-Methods (same model, data, levels, learning rate, batch and group size; only the hint policy and the
-sampling rule differ):
+Methods (same model, data, levels, learning rate, batch and group size; only the hint policy, the
+sampling rule and the [ghpo] settings each names differ): ghpo.local.study.STUDY_METHODS, e.g.
     grpo         broker policy none: plain GRPO, no hints
     grpo-dapo    none + DAPO dynamic sampling (groups whose rewards are all equal are dropped, more drawn)
     ghpo         broker policy ghpo: the paper's hint ladder for all-wrong groups
     ghpo-memory  broker policy ghpo-memory: a prompt starts at the hint level it last needed
+The defaults are the tiny world's severe set: level 4 (13.5% of plain groups of 8 hold a success),
+16 prompts x G 8 per step, lr 1e-4, held-out levels 2 and 4 evaluated every 2 steps, greedy and sampled
+(2 per problem at T = 1), so the completions a method needs to reach a target can be read off. An
+evaluation takes longer than a step here, so steps go on while it runs: `--eval-levels 4 --eval-samples 0`
+evaluates often enough to read completions-to-target to a few hundred completions (docs/results.md).
 Every run stops once the rollout server has generated `--budget` completions (count rollouts, not steps:
 hint rounds and dropped groups spend budget too), then evaluates and writes its report. Runs go one
 after another (the machine is small), each in `RUNS_DIR/<method>-s<seed>/`; a finished run is skipped
@@ -15,7 +20,7 @@ into `--out` (default docs/study/): results.json, README.md (tables, mean ± std
 does not win) and PNG plots.
 
 This is not a speed benchmark: `ghpo bench` does not run it (it is deliberately not in registry.toml).
-Run: python bench/study.py                                  (defaults: every method x 3 seeds, about 7 min a run on 2 CPU cores)
+Run: python bench/study.py --methods grpo ghpo             (3 seeds, about 5 min a run on 2 CPU cores)
      python bench/study.py --quick                          (smoke: 1 seed, a tiny budget, minutes per run)
 """
 
@@ -155,28 +160,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--budget", type=int, default=25000, help="completions generated per run (all rounds)"
-    )
+    parser.add_argument("--budget", type=int, default=3500, help="completions generated per run (all rounds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--levels", type=int, nargs="+", default=[3, 4], help="arith levels trained on")
+    parser.add_argument("--levels", type=int, nargs="+", default=[4], help="arith levels trained on")
     parser.add_argument(
-        "--eval-levels", type=int, nargs="+", default=[3, 4], help="held-out levels evaluated"
+        "--eval-levels", type=int, nargs="+", default=[2, 4], help="held-out levels evaluated"
     )
     parser.add_argument("--arith-per-level", type=int, default=2000, help="training problems per level")
     parser.add_argument("--eval-per-level", type=int, default=200, help="held-out problems per level")
-    parser.add_argument("--eval-every", type=int, default=20, help="steps between held-out evaluations")
+    parser.add_argument("--eval-every", type=int, default=2, help="steps between held-out evaluations")
     parser.add_argument(
         "--eval-samples",
         type=int,
-        default=4,
+        default=2,
         help="completions per held-out problem for sampled accuracy (T = 1)",
     )
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--batch-groups", type=int, default=64)
+    parser.add_argument("--batch-groups", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-minutes", type=float, default=40.0, help="safety limit per run")
     parser.add_argument("--model", type=Path, help="model folder (default: the tiny model)")
     parser.add_argument(

@@ -54,11 +54,13 @@ def test_the_trainer_takes_every_core_for_large_steps_and_one_fewer_for_small_un
         return tomllib.loads(trainer_toml(resolved, tmp_path, tmp_path, ends))["run"]["num_threads"]
 
     small = {"rollout": {"batch_groups": 8, "group_size": 8}}  # 64 completions a step
+    large = {"rollout": {"batch_groups": 64, "group_size": 8}}  # 512
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 2)
-    assert threads(parse_run_config({})) == 2  # 64 x 8: training outlasts generation, take every core
+    assert threads(parse_run_config(large)) == 2  # 64 x 8: training outlasts generation, take every core
     assert threads(parse_run_config(small)) == 1  # the engine's worker keeps the other core busy
+    assert threads(parse_run_config({})) == 1  # the default, 16 x 8, is a small step
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 16)
-    assert threads(parse_run_config({})) == 16
+    assert threads(parse_run_config(large)) == 16
     assert threads(parse_run_config(small)) == 15
     monkeypatch.setattr("ghpo.local.config.usable_cores", lambda: 1)
     assert threads(parse_run_config(small)) == 1
