@@ -17,8 +17,8 @@ child's group, waits a bounded, jittered back-off (1 s doubling to 30 s, times 0
 command line again: same ports, same data, so the others' URLs stay valid. `RestartPolicy` says when a
 child has crashed too often (`crash_loop_restarts` restarts within `crash_loop_window_s`): then the
 caller stops the run instead. Every restart is a `Restart` record (which process, when, exit code or
-signal, back-off, seconds until ready again). A dead child is reaped with wait4, so its peak resident
-memory is known when its death is explained (exits.py).
+signal, back-off, seconds until ready again). Each poll of a running child samples its peak resident
+memory, so it is known when its death is explained (exits.py).
 
 What it deliberately does not do: decide what a crash means for the run (run.py and healing.py), or
 manage remote machines (that is what compose and Kubernetes are for).
@@ -71,6 +71,18 @@ def exit_description(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def high_water_bytes(pid: int) -> int | None:
+    """The peak resident memory of a running process (VmHWM), None when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    return None
+
+
 @dataclass
 class Child:
     spec: ProcessSpec
@@ -78,24 +90,29 @@ class Child:
     log_path: Path
     started_at: float = field(default_factory=time.monotonic)
     stopping: bool = False  # asked to stop: its exit is not a crash
-    peak_rss_bytes: int | None = None  # the leader's peak resident memory, once reaped by `reap`
+    peak_rss_bytes: int | None = None  # the leader's peak resident memory as last sampled by `reap`
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def reap(self) -> int | None:
-        """The leader's exit code, or None while it runs. Reaping it here (wait4) records its peak resident
-        memory, which Popen's own wait discards: the evidence for or against an out-of-memory death."""
+        """The leader's exit code, or None while it runs. While it runs, each call samples its peak resident
+        memory (the kernel's high-water mark of the program it exec'd, /proc/PID/status VmHWM), the
+        evidence for or against an out-of-memory death. Not wait4's ru_maxrss: the kernel carries into it
+        the memory of the parent the child was forked from, so a sleeper forked from a 1 GiB process
+        reported a 1 GiB peak."""
         if self.process.returncode is None:
             try:
-                pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+                pid, status, _usage = os.wait4(self.process.pid, os.WNOHANG)
             except ChildProcessError:  # already reaped through Popen
                 return self.process.poll()
             if pid == 0:
+                hwm = high_water_bytes(self.process.pid)
+                if hwm is not None:
+                    self.peak_rss_bytes = max(hwm, self.peak_rss_bytes or 0)
                 return None
             self.process.returncode = os.waitstatus_to_exitcode(status)
-            self.peak_rss_bytes = usage.ru_maxrss * 1024  # KiB on Linux
         return self.process.returncode
 
     def log_tail(self) -> str:

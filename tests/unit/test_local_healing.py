@@ -74,8 +74,9 @@ def killed_message(tmp_path, name: str, argv: list[str], *, holds: int = 0, memo
     with Supervisor(tmp_path, stop_grace_s=5, policy=RestartPolicy(back_off_initial_s=0.05)) as sup:
         pid = sup.start(ProcessSpec(name, argv)).process.pid
         deadline = time.monotonic() + 20
-        while resident_bytes(pid) < holds and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while (resident_bytes(pid) < holds or sup.exited()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polled as ghpo run polls its children, which samples their peak memory
+        sup.exited()
         os.kill(pid, signal.SIGKILL)
         while not sup.exited() and time.monotonic() < deadline:
             time.sleep(0.05)
