@@ -130,7 +130,7 @@ def speed_lines(speed: dict[str, Any] | None) -> list[str]:
         "| method | per seed | mean (seeds that reached it) | ratio to GRPO | ranges |",
         "|---|---|---|---|---|",
     ]
-    grpo = [c for c in speed["methods"]["grpo"]["by_seed"].values()]
+    grpo = list(speed["methods"]["grpo"]["by_seed"].values())
     for method, entry in speed["methods"].items():
         seeds = entry["by_seed"]
         cells = ", ".join(f"s{seed} {'—' if c is None else c}" for seed, c in sorted(seeds.items()))

@@ -139,11 +139,8 @@ def policy_loss(
     if not torch.isfinite(advantages).all():
         raise ValueError("advantages contain NaN or inf")
     plain = config.condition_on == "plain" and hinted is not None
-    if plain and not bool(hinted.any()):
-        hinted, plain = (
-            None,
-            False,
-        )  # no hinted row: no plain-prompt weights (policy_loss_terms would give 1s)
+    if plain and not bool(hinted.any()):  # no hinted row: no plain-prompt weights (the terms would give 1s)
+        hinted, plain = None, False
     if behaviour_logps is not None and (config.tis_cap is not None or plain):
         old = (logps if old_logps is None else old_logps).detach()
         if not torch.isfinite(torch.where(completion_mask.bool(), old - behaviour_logps, 0.0)).all():
